@@ -1,0 +1,235 @@
+"""Credential pool: selection, states and cool-downs, as plain values (`now` is always a parameter).
+
+A credential is a record dict (its persisted TOML table: `cookie`, `reset_time`, usage buckets, …).
+States (claude-web.md §14): valid (in the round-robin queue), exhausted (parked until
+`reset_time`), invalid (retired with a reason, kept as `{cookie, reason}`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+BUCKETS = ("session_usage", "weekly_usage", "weekly_sonnet_usage", "weekly_opus_usage",
+           "lifetime_usage")
+WINDOW_BUCKETS = BUCKETS[:4]  # zeroed when a cookie is parked or retired
+COLUMNS = ("total_input_tokens", "total_output_tokens", "sonnet_input_tokens",
+           "sonnet_output_tokens", "opus_input_tokens", "opus_output_tokens")
+
+
+def model_family(model: str) -> str:
+    """`opus`, `sonnet` or `other`, by substring (claude-web.md §16.2)."""
+    lower = model.lower()
+    return "opus" if "opus" in lower else "sonnet" if "sonnet" in lower else "other"
+
+
+def add_usage(record: dict, model: str, input_tokens: int, output_tokens: int) -> None:
+    """Add one exchange to the record's buckets (claude-web.md §16.2)."""
+    if input_tokens <= 0 and output_tokens <= 0:
+        return
+    family = model_family(model)
+    targets = ["session_usage", "weekly_usage", "lifetime_usage"]
+    if family == "sonnet":
+        targets.append("weekly_sonnet_usage")
+    elif family == "opus":
+        targets.append("weekly_opus_usage")
+    for name in targets:
+        bucket = record.setdefault(name, {})
+        pairs = [("total", input_tokens, output_tokens)]
+        if family != "other":
+            pairs.append((family, input_tokens, output_tokens))
+        for prefix, inp, out in pairs:
+            bucket[f"{prefix}_input_tokens"] = max(0, int(bucket.get(f"{prefix}_input_tokens", 0)) + inp)
+            bucket[f"{prefix}_output_tokens"] = max(0, int(bucket.get(f"{prefix}_output_tokens", 0)) + out)
+
+
+def _zero_windows(record: dict) -> None:
+    for name in WINDOW_BUCKETS:
+        if name in record:
+            record[name] = {column: 0 for column in COLUMNS}
+
+
+@dataclass
+class CookiePool:
+    """The cookie pool of claude-web.md §14–15; `version` grows with every durable change."""
+
+    valid: deque = field(default_factory=deque)      # records, round-robin order
+    exhausted: list = field(default_factory=list)    # records with `reset_time`
+    invalid: list = field(default_factory=list)      # {cookie, reason[, last_error]}
+    max_concurrent: int = 0
+    version: int = 0
+    inflight: dict = field(default_factory=dict)     # cookie -> requests in flight
+    sticky: dict = field(default_factory=dict)       # sticky key -> cookie
+
+    @classmethod
+    def from_records(cls, cookies: Iterable[dict], wasted: Iterable[dict], *, now: float,
+                     max_concurrent: int = 0) -> "CookiePool":
+        """Build from `cookie_array` / `wasted_cookie` records (already parsed and deduplicated)."""
+        pool = cls(max_concurrent=max_concurrent)
+        seen = set()
+        for record in cookies:
+            if record["cookie"] in seen:
+                continue
+            seen.add(record["cookie"])
+            (pool.exhausted if record.get("reset_time") else pool.valid).append(dict(record))
+        for record in wasted:
+            if record["cookie"] not in seen:
+                seen.add(record["cookie"])
+                pool.invalid.append(dict(record))
+        pool.unpark_due(now)
+        pool.version = 0
+        return pool
+
+    # ----- queries
+    def find(self, cookie: str) -> dict | None:
+        """The record of `cookie` in any state."""
+        for record in self._all():
+            if record["cookie"] == cookie:
+                return record
+        return None
+
+    def _all(self):
+        yield from self.valid
+        yield from self.exhausted
+        yield from self.invalid
+
+    def counts(self) -> tuple[int, int, int]:
+        """(valid, exhausted, invalid)."""
+        return len(self.valid), len(self.exhausted), len(self.invalid)
+
+    def earliest_reset(self) -> int | None:
+        """The soonest `reset_time` among exhausted cookies."""
+        return min((int(r["reset_time"]) for r in self.exhausted), default=None)
+
+    def snapshot(self) -> tuple[list[dict], list[dict]]:
+        """(`cookie_array`, `wasted_cookie`) as they are saved."""
+        return [dict(r) for r in (*self.valid, *self.exhausted)], [dict(r) for r in self.invalid]
+
+    # ----- selection
+    def unpark_due(self, now: float) -> int:
+        """Move exhausted cookies whose reset time has passed back to the end of the queue."""
+        due = [r for r in self.exhausted if float(r["reset_time"]) <= now]
+        for record in due:
+            self.exhausted.remove(record)
+            record.pop("reset_time", None)
+            _zero_windows(record)
+            self.valid.append(record)
+        if due:
+            self.version += 1
+        return len(due)
+
+    def _usable(self, record: dict, exclude, need_code: bool) -> bool:
+        if record["cookie"] in exclude:
+            return False
+        if need_code and record.get("code_allowed") is False:
+            return False
+        return not (self.max_concurrent and self.inflight.get(record["cookie"], 0) >= self.max_concurrent)
+
+    def pick(self, now: float, *, exclude: Iterable[str] = (), need_code: bool = False,
+             sticky_key: str | None = None) -> dict | None:
+        """Choose a cookie for one attempt (claude-web.md §15.1), or None when none is usable."""
+        self.unpark_due(now)
+        exclude = set(exclude)
+        if sticky_key is not None:
+            cookie = self.sticky.get(sticky_key)
+            record = next((r for r in self.valid if r["cookie"] == cookie), None)
+            if record is not None and self._usable(record, exclude, need_code):
+                return record
+        for _ in range(len(self.valid)):
+            record = self.valid.popleft()
+            self.valid.append(record)
+            if self._usable(record, exclude, need_code):
+                if sticky_key is not None:
+                    self.sticky[sticky_key] = record["cookie"]
+                return record
+        return None
+
+    def acquire(self, cookie: str) -> None:
+        """Count one more request in flight on `cookie`."""
+        self.inflight[cookie] = self.inflight.get(cookie, 0) + 1
+
+    def release(self, cookie: str) -> None:
+        """Count one request less in flight on `cookie`."""
+        left = self.inflight.get(cookie, 0) - 1
+        if left > 0:
+            self.inflight[cookie] = left
+        else:
+            self.inflight.pop(cookie, None)
+
+    # ----- state changes
+    def _take(self, cookie: str) -> dict | None:
+        for collection in (self.valid, self.exhausted, self.invalid):
+            for record in collection:
+                if record["cookie"] == cookie:
+                    collection.remove(record)
+                    return record
+        return None
+
+    def park(self, cookie: str, until: int, *, error: str | None = None) -> bool:
+        """Exhausted until `until` (epoch s): 429 or a restriction flag."""
+        record = self._take(cookie)
+        if record is None:
+            return False
+        if "reason" in record:  # was invalid: parking does not revive it
+            self.invalid.append(record)
+            return False
+        record["reset_time"] = int(until)
+        if error:
+            record["last_error"] = error[:200]
+        _zero_windows(record)
+        self.exhausted.append(record)
+        self.version += 1
+        return True
+
+    def retire(self, cookie: str, reason: Any, *, error: str | None = None) -> bool:
+        """Invalid with `reason` (TOML form: "Banned", "Null", {"Restricted": ts} …)."""
+        record = self._take(cookie)
+        if record is None:
+            return False
+        retired = {"cookie": cookie, "reason": reason}
+        if error:
+            retired["last_error"] = error[:200]
+        self.invalid.append(retired)
+        self.version += 1
+        return True
+
+    def update(self, cookie: str, **fields: Any) -> None:
+        """Change fields of a record (token, flags, last_error); None removes a field."""
+        record = self.find(cookie)
+        if record is None:
+            return
+        for key, value in fields.items():
+            if value is None:
+                record.pop(key, None)
+            else:
+                record[key] = value
+        self.version += 1
+
+    def record_usage(self, cookie: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        """Add one finished exchange to the cookie's usage buckets."""
+        record = self.find(cookie)
+        if record is not None and (input_tokens > 0 or output_tokens > 0):
+            add_usage(record, model, input_tokens, output_tokens)
+            self.version += 1
+
+    def add(self, cookie: str) -> bool:
+        """Add a new valid cookie; False when it already exists in any state."""
+        if self.find(cookie) is not None:
+            return False
+        self.valid.append({"cookie": cookie})
+        self.version += 1
+        return True
+
+    def remove(self, cookie: str) -> bool:
+        """Delete a cookie from every state."""
+        if self._take(cookie) is None:
+            return False
+        self.sticky = {k: v for k, v in self.sticky.items() if v != cookie}
+        self.version += 1
+        return True
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rand: float) -> float:
+    """Full-jitter exponential backoff before retry `attempt` (1, 2, …): rand × min(cap, base·2ⁿ⁻¹)."""
+    return rand * min(cap, base * (2 ** (attempt - 1)))

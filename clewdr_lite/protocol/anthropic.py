@@ -1,0 +1,274 @@
+"""Hub rules: the Anthropic Messages request, response and stream shapes as plain dicts.
+
+`validate` normalises an inbound request; `apply_model_rules` (model_rules.py) rewrites it for
+the model it names (claude-code.md §7); `Accumulator` folds a hub event stream into one message
+(claude-web.md §10.1).
+Ids come in from the caller, so everything here is deterministic.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ..errors import BadRequest
+from . import lenient
+from .model_rules import apply_model_rules, split_model_suffixes, thinking_from_suffix
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS", "HI_TEXT", "Accumulator", "apply_model_rules", "hi_message", "is_hi",
+    "new_message_id", "prepare_for_api", "split_model_suffixes", "strip_foreign_thinking",
+    "thinking_from_suffix", "validate", "without_thinking",
+]
+
+DEFAULT_MAX_TOKENS = 8192
+ROLES = ("user", "assistant", "system")
+HI_TEXT = "Claude Reverse Proxy is working, please send a real message."
+# conversions.md §8.3: signatures the proxy invented for thinking from non-Anthropic upstreams
+SYNTHETIC_SIGNATURE_PREFIX = "clewdr-lite:"
+# blocks whose `input` arrives as input_json_delta fragments
+_TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+
+
+def new_message_id(rand_hex: str) -> str:
+    """A message id from caller-supplied randomness."""
+    return "msg_" + rand_hex
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_message(i: int, msg) -> None:
+    where = f"messages.{i}"
+    if not isinstance(msg, dict):
+        raise BadRequest(f"{where}: each message must be an object")
+    if msg.get("role") not in ROLES:
+        raise BadRequest(f"{where}.role: must be one of user, assistant, system "
+                         f"(got {msg.get('role')!r})")
+    content = msg.get("content")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise BadRequest(f"{where}.content: must be a string or a list of content blocks")
+    for j, block in enumerate(content):
+        if not isinstance(block, dict):
+            raise BadRequest(f"{where}.content.{j}: each content block must be an object")
+
+
+def _normalise_max_tokens(req: dict) -> None:
+    value = req.get("max_tokens")
+    if value is None:
+        req["max_tokens"] = DEFAULT_MAX_TOKENS
+        return
+    # JavaScript clients occasionally send 4096.0; a whole float means the same number
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not _is_int(value) or value < 1:
+        raise BadRequest("max_tokens: must be a positive integer")
+    req["max_tokens"] = value
+
+
+def _check_optional_fields(req: dict) -> None:
+    for key in ("stream", "stop_sequences", "system"):
+        if key in req and req[key] is None:
+            del req[key]  # null means "not given" for every client we know
+    if "stream" in req and not isinstance(req["stream"], bool):
+        raise BadRequest("stream: must be a boolean")
+    stops = req.get("stop_sequences")
+    if stops is not None and (not isinstance(stops, list)
+                              or not all(isinstance(s, str) for s in stops)):
+        raise BadRequest("stop_sequences: must be a list of strings")
+    if "system" in req and not isinstance(req["system"], (str, list)):
+        raise BadRequest("system: must be a string or a list of text blocks")
+    # SillyTavern sends top_k: 0 to mean "unset" (clients.md §6.1)
+    if req.get("top_k") == 0:
+        del req["top_k"]
+
+
+def validate(body) -> dict:
+    """An inbound Messages request → a normalised copy; BadRequest names the bad field."""
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    if not isinstance(body.get("model"), str):
+        raise BadRequest("model: required, must be a string")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: required, must be a non-empty list")
+    for i, msg in enumerate(messages):
+        _check_message(i, msg)
+    req = copy.deepcopy(body)  # strings are shared, so even large images copy cheaply
+    _normalise_max_tokens(req)
+    _check_optional_fields(req)
+    return req
+
+
+def is_hi(req: dict) -> bool:
+    """SillyTavern's connection test: one user message saying exactly "Hi" (claude-web.md §17)."""
+    messages = req.get("messages")
+    if not isinstance(messages, list) or len(messages) != 1:
+        return False
+    msg = messages[0]
+    if not isinstance(msg, dict) or msg.get("role") != "user":
+        return False
+    content = msg.get("content")
+    if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
+        block = content[0]
+        return block.get("type") == "text" and block.get("text") == "Hi"
+    return content == "Hi"
+
+
+def hi_message(model: str, msg_id: str) -> dict:
+    """The full Anthropic message answering the "Hi" test without an upstream call."""
+    return {
+        "id": msg_id, "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": HI_TEXT}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0},
+    }
+
+
+def _is_foreign_thinking(block) -> bool:
+    if not isinstance(block, dict) or block.get("type") != "thinking":
+        return False
+    signature = block.get("signature")
+    return not signature or (isinstance(signature, str)
+                             and signature.startswith(SYNTHETIC_SIGNATURE_PREFIX))
+
+
+def strip_foreign_thinking(req: dict) -> dict:
+    """Drop thinking blocks Anthropic rejects: empty or proxy-made signature (conversions §8.3)."""
+    messages = []
+    for msg in req.get("messages") or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, list):
+            messages.append(msg)
+            continue
+        kept = [b for b in content if not _is_foreign_thinking(b)]
+        if len(kept) == len(content):
+            messages.append(msg)
+        elif kept:
+            messages.append({**msg, "content": kept})
+        # a message that held only such blocks is dropped rather than sent empty
+    return {**req, "messages": messages}
+
+
+def _as_blocks(content) -> list:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content.strip() else []
+    return list(content) if isinstance(content, list) else []
+
+
+def prepare_for_api(req: dict, placeholder: str = "(continue)") -> dict:
+    """Hoist `role: system` messages into `system` and make the first message a user turn."""
+    hoisted, messages = [], []
+    for msg in req.get("messages") or []:
+        if isinstance(msg, dict) and msg.get("role") == "system":
+            hoisted.extend(_as_blocks(msg.get("content")))
+        else:
+            messages.append(msg)
+    out = dict(req)
+    if hoisted:
+        out["system"] = _as_blocks(req.get("system")) + hoisted
+    # the Messages API requires the conversation to open with a user turn
+    if not messages or messages[0].get("role") != "user":
+        messages.insert(0, {"role": "user", "content": placeholder})
+    out["messages"] = messages
+    return out
+
+
+def without_thinking(message: dict) -> dict:
+    """The message minus thinking blocks (SillyTavern reads only content[0]; clients.md §6.1)."""
+    content = [b for b in message.get("content") or []
+               if b.get("type") not in ("thinking", "redacted_thinking")]
+    return {**message, "content": content}
+
+
+class _Block:
+    """One content block being accumulated: the start payload plus its delta fragments."""
+
+    __slots__ = ("data", "parts", "json_parts", "signature")
+
+    def __init__(self, data: dict) -> None:
+        self.data = dict(data)
+        self.parts: list[str] = []
+        self.json_parts: list[str] = []
+        self.signature: list[str] = []
+
+    def add(self, delta: dict) -> None:
+        """Append one delta's fragment."""
+        kind = delta.get("type")
+        if kind == "text_delta":
+            self.parts.append(delta.get("text") or "")
+        elif kind == "thinking_delta":
+            self.parts.append(delta.get("thinking") or "")
+        elif kind == "signature_delta":
+            self.signature.append(delta.get("signature") or "")
+        elif kind == "input_json_delta":
+            self.json_parts.append(delta.get("partial_json") or "")
+        elif kind == "citations_delta" and delta.get("citation") is not None:
+            self.data["citations"] = list(self.data.get("citations") or []) + [delta["citation"]]
+
+    def build(self) -> dict:
+        """The finished block: start payload plus the joined fragments."""
+        block, kind = dict(self.data), self.data.get("type")
+        if kind == "text":
+            block["text"] = (block.get("text") or "") + "".join(self.parts)
+        elif kind == "thinking":
+            block["thinking"] = (block.get("thinking") or "") + "".join(self.parts)
+            block["signature"] = (block.get("signature") or "") + "".join(self.signature)
+        if self.json_parts or (kind in _TOOL_BLOCKS and not isinstance(block.get("input"), dict)):
+            block["input"] = lenient.tool_input("".join(self.json_parts))
+        return block
+
+
+class Accumulator:
+    """Folds hub stream events into one non-streaming message (claude-web.md §10.1)."""
+
+    def __init__(self) -> None:
+        self.message: dict = {}
+        self.blocks: dict[int, _Block] = {}
+        self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
+        self.usage: dict = {}
+        self.error: dict | None = None
+
+    def feed(self, event: dict) -> None:
+        """Take one hub stream event."""
+        kind = event.get("type")
+        if kind == "message_start":
+            self.message = dict(event.get("message") or {})
+            self.usage = dict(self.message.get("usage") or {})
+        elif kind == "content_block_start":
+            index = event.get("index", len(self.blocks))
+            self.blocks[index] = _Block(event.get("content_block") or {})
+        elif kind == "content_block_delta":
+            index = event.get("index", 0)
+            block = self.blocks.setdefault(index, _Block({"type": "text", "text": ""}))
+            block.add(event.get("delta") or {})
+        elif kind == "message_delta":
+            self._message_delta(event)
+        elif kind == "error":
+            self.error = event
+
+    def _message_delta(self, event: dict) -> None:
+        delta = dict(event.get("delta") or {})
+        if "stop_reason" in delta:
+            self.stop_reason = delta.pop("stop_reason")
+            self.stop_sequence = delta.pop("stop_sequence", None)
+        self.message.update(delta)  # other fields (container …) survive
+        # message_delta usage is cumulative: the last value wins, never a sum
+        self.usage.update(event.get("usage") or {})
+
+    def result(self) -> dict:
+        """The aggregated Anthropic message."""
+        message = dict(self.message)
+        message.setdefault("type", "message")
+        message.setdefault("role", "assistant")
+        message["content"] = [self.blocks[i].build() for i in sorted(self.blocks)]
+        message["stop_reason"] = self.stop_reason or "end_turn"
+        message["stop_sequence"] = self.stop_sequence
+        usage = dict(self.usage)
+        usage.setdefault("input_tokens", 0)
+        usage.setdefault("output_tokens", 0)
+        message["usage"] = usage
+        return message

@@ -1,0 +1,152 @@
+"""The LLM routes: thin handlers wiring protocol + pool + upstream (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from clewdr_lite import errors
+from clewdr_lite.protocol import anthropic, openai, tokens
+from clewdr_lite.protocol import upstream_errors as ue
+from clewdr_lite.protocol.openai_stream import OpenAIStream
+from clewdr_lite.server import models
+from clewdr_lite.server.app import STATE
+from clewdr_lite.server.middleware import public
+from clewdr_lite.server.streaming import AnthropicOut, send_stream
+
+log = logging.getLogger("clewdr_lite.api")
+
+JSON = "application/json"
+
+
+async def read_json(request: web.Request) -> dict:
+    """The body as a JSON object; a body without Content-Type is accepted (compat.md §9.1)."""
+    raw = await request.read()
+    if not raw.strip():
+        raise errors.BadRequest("Request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise errors.BadRequest("Request body must be a JSON object")
+    return body
+
+
+def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
+    """A compact JSON answer."""
+    return web.Response(status=status, content_type=JSON, headers=headers,
+                        body=json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def new_msg_id() -> str:
+    """A random Anthropic-style message id (never a timestamp: those collide)."""
+    return "msg_" + uuid.uuid4().hex[:24]
+
+
+def _hi_answer(dialect: str, model: str, config) -> web.Response:
+    message = anthropic.hi_message(model, new_msg_id())
+    if dialect == errors.OPENAI:
+        return json_response(openai.from_hub(message, model=model, created=int(time.time()),
+                                             thinking_output=config.thinking_output))
+    return json_response(message)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages: Anthropic dialect over the claude.ai web upstream."""
+    body = await read_json(request)
+    return await serve_web(request, anthropic.validate(body), errors.ANTHROPIC, original=body)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions: OpenAI dialect over the claude.ai web upstream."""
+    body = await read_json(request)
+    hub = openai.to_hub(body, warn=lambda text: log.debug("dropped: %s", text))
+    return await serve_web(request, hub, errors.OPENAI, original=body,
+                           include_usage=openai.include_usage(body))
+
+
+async def serve_web(request: web.Request, req: dict, dialect: str, *, original: dict,
+                    include_usage: bool = False) -> web.StreamResponse:
+    """Hi check → model rules → cookie retry loop → stream or aggregate in the caller's dialect."""
+    state = request.app[STATE]
+    config = state.config
+    model, stream = req["model"], bool(req.get("stream"))
+    if not stream and anthropic.is_hi(req):
+        return _hi_answer(dialect, model, config)
+    ruled = anthropic.apply_model_rules(req)
+    log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s", stream,
+             len(ruled["messages"]), model, bool(ruled.get("thinking")),
+             "OpenAI" if dialect == errors.OPENAI else "Claude")
+    started = time.monotonic()
+    events = await state.web.open(ruled, stream=stream, echo_model=model)
+    try:
+        if stream:
+            out = AnthropicOut() if dialect == errors.ANTHROPIC else OpenAIStream(
+                model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
+                include_usage=include_usage, thinking_output=config.thinking_output)
+            return await send_stream(request, events, out)
+        message = await aggregate(events)
+    finally:
+        log.info("[FIN] elapsed: %.2fs", time.monotonic() - started)
+    if dialect == errors.ANTHROPIC and anthropic.thinking_from_suffix(original):
+        message = anthropic.without_thinking(message)  # SillyTavern reads content[0].text only (clients.md §6.1)
+    if dialect == errors.OPENAI:
+        return json_response(openai.from_hub(message, model=model, created=int(time.time()),
+                                             thinking_output=config.thinking_output))
+    return json_response(message)
+
+
+async def aggregate(events) -> dict:
+    """Drain a hub event stream into one message; an error event becomes an HTTP error."""
+    acc = anthropic.Accumulator()
+    try:
+        async for event in events:
+            acc.feed(event)
+    finally:
+        await events.aclose()
+    if acc.error is not None:
+        raise ue.classify_event(acc.error).error
+    return acc.result()
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """POST /v1/messages/count_tokens: a local estimate that errs high (no network)."""
+    body = await read_json(request)
+    if not isinstance(body.get("messages"), list):
+        raise errors.BadRequest("messages: field required (a list)")
+    return json_response({"input_tokens": tokens.estimate_request(body)})
+
+
+@public
+async def head_probe(request: web.Request) -> web.Response:
+    """HEAD / and /code: Claude Code probes the base URL."""
+    return web.Response(status=200)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """CORS preflight on inference routes (headers added by the response hook)."""
+    return web.Response(status=204)
+
+
+preflight.auth = "public"
+
+
+def setup(app: web.Application) -> None:
+    """Register the LLM routes of issue-2 scope (compat.md §5)."""
+    from clewdr_lite.server.middleware import cors_headers
+
+    r = app.router
+    for prefix in ("/v1", ""):
+        r.add_post(f"{prefix}/messages", messages)
+        r.add_post(f"{prefix}/messages/count_tokens", count_tokens)
+        r.add_post(f"{prefix}/chat/completions", chat_completions)
+    models.setup(app)
+    r.add_route("HEAD", "/", head_probe)
+    r.add_route("HEAD", "/code", head_probe)
+    r.add_route("OPTIONS", "/{tail:(v1|code|gemini|vertex|v1beta)/.*}", preflight)
+    app.on_response_prepare.append(cors_headers)

@@ -1,0 +1,139 @@
+"""The aiohttp application: state under AppKeys, routes, background tasks in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+
+from clewdr_lite.pool import CookiePool
+from clewdr_lite.protocol import claude_web as web_proto
+from clewdr_lite.upstream import http
+from clewdr_lite.upstream.claude_web import ClaudeWeb
+
+log = logging.getLogger("clewdr_lite")
+
+SAVE_DEBOUNCE_S = 2.0      # at most one pool-triggered write per 2 s (claude-web.md §14)
+TICK_S = 300.0             # un-park exhausted cookies (claude-web.md §15.3)
+
+
+@dataclass
+class State:
+    """Everything long-lived; `config` is swapped whole on change (hot reload)."""
+
+    config: Any
+    config_file: Any
+    pool: CookiePool
+    clock: Callable[[], float]
+    http_backend: str
+    started: float
+    web: ClaudeWeb | None = None
+    clients: dict = field(default_factory=dict)
+    saved_version: int = 0
+
+    def client(self):
+        """The outbound client for the current `proxy` setting (rebuilt when it changes)."""
+        proxy = self.config.effective_proxy
+        client = self.clients.get(proxy)
+        if client is None:
+            client = self.clients[proxy] = http.make_client(self.http_backend, proxy)
+        return client
+
+    def set_config(self, config) -> None:
+        """Swap in a new config value and tell the long-lived objects."""
+        self.config = config
+        self.pool.max_concurrent = config.web_max_concurrent_per_cookie
+
+
+STATE = web.AppKey("state", State)
+
+
+def cookie_records(config, *, now: float) -> CookiePool:
+    """Parse the config's cookie records into a pool; malformed entries are skipped with a warning."""
+    valid, wasted = [], []
+    for source, target in ((config.cookie_array, valid), (config.wasted_cookie, wasted)):
+        for entry in source:
+            try:
+                record = dict(entry)
+                record["cookie"] = web_proto.parse_cookie(str(record.get("cookie", "")))
+            except (ValueError, TypeError) as exc:
+                log.warning("skipping a cookie entry: %s", exc)
+                continue
+            if "reason" in record:
+                record["reason"] = web_proto.reason_to_toml(web_proto.reason_from_toml(record["reason"]))
+            target.append(record)
+    return CookiePool.from_records(valid, wasted, now=now,
+                                   max_concurrent=config.web_max_concurrent_per_cookie)
+
+
+def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time,
+             http_backend: str = "auto", rand: Callable[[], float] = random.random,
+             sleep=asyncio.sleep) -> web.Application:
+    """Build the application around a Config value (DESIGN.md §2)."""
+    from clewdr_lite.server import admin, api, metrics, middleware, static
+
+    app = web.Application(client_max_size=int(config.max_body_mb * 1024 * 1024),
+                          middlewares=[middleware.error_funnel, middleware.authenticate])
+    pool = cookie_records(config, now=clock())
+    state = State(config=config, config_file=config_file, pool=pool, clock=clock,
+                  http_backend=_backend(http_backend), started=clock())
+    state.web = ClaudeWeb(config=lambda: state.config, pool=pool, client=state.client,
+                          clock=clock, rand=rand, sleep=sleep)
+    app[STATE] = state
+    api.setup(app)
+    admin.setup(app)
+    metrics.setup(app)
+    static.setup(app)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+def _backend(choice: str) -> str:
+    if choice == "auto":
+        return "curl_cffi" if http.curl_available() else "aiohttp"
+    return choice
+
+
+async def _background(app: web.Application):
+    state = app[STATE]
+    state.saved_version = state.pool.version
+    tasks = [asyncio.ensure_future(_persister(state)), asyncio.ensure_future(_ticker(state))]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await save_pool(state)
+    for client in state.clients.values():
+        await client.close()
+
+
+async def save_pool(state: State) -> None:
+    """Write the pool into clewdr.toml if it changed since the last write."""
+    version = state.pool.version
+    if state.config_file is None or version == state.saved_version:
+        return
+    cookies, wasted = state.pool.snapshot()
+    try:
+        await asyncio.to_thread(state.config_file.save, cookies=cookies, wasted=wasted)
+        state.saved_version = version
+    except OSError as exc:
+        log.error("saving clewdr.toml failed: %s", exc)
+
+
+async def _persister(state: State) -> None:
+    """Debounced saves: every 2 s, write the pool when its version moved."""
+    while True:
+        await asyncio.sleep(SAVE_DEBOUNCE_S)
+        await save_pool(state)
+
+
+async def _ticker(state: State) -> None:
+    while True:
+        await asyncio.sleep(TICK_S)
+        if state.pool.unpark_due(state.clock()):
+            log.info("Valid: %d, Exhausted: %d, Invalid: %d", *state.pool.counts())

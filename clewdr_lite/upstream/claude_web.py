@@ -1,0 +1,391 @@
+"""claude.ai web upstream: bootstrap, throw-away conversations, completion streams (claude-web.md).
+
+`ClaudeWeb.open()` runs the retry loop of §15 over the cookie pool and returns a `WebStream` once
+the upstream has answered 200 and its first content event is in (or 10 s have passed), so a
+failure before that point can still move on to the next cookie. The stream yields hub events
+(Anthropic Messages events, already fixed up by `protocol.claude_web.WebEvents`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from clewdr_lite import errors
+from clewdr_lite.pool import CookiePool, backoff_delay
+from clewdr_lite.protocol import claude_web as web
+from clewdr_lite.protocol import tokens
+from clewdr_lite.protocol import upstream_errors as ue
+from clewdr_lite.protocol.sse import SSEDecoder
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS
+
+log = logging.getLogger("clewdr_lite.web")
+
+DEFAULT_BASE = "https://api.anthropic.com/"
+HOLD_SECONDS = 10.0
+CONTENT_EVENTS = frozenset({"content_block_start", "content_block_delta", "message_delta",
+                            "message_stop", "error"})
+IMAGE_TOKENS = 1600
+
+
+class AttemptFailed(Exception):
+    """One attempt with one cookie failed; `outcome` says what the pool and the loop should do."""
+
+    def __init__(self, outcome: ue.Outcome) -> None:
+        super().__init__(outcome.error.message if outcome.error else outcome.action)
+        self.outcome = outcome
+
+
+@dataclass
+class Account:
+    """Cached bootstrap result of one cookie."""
+
+    org: str
+    pro: bool
+    expires: float
+
+
+def base_url(rproxy: str | None) -> str:
+    """E with exactly one trailing slash, so joining keeps a mirror's path (claude-web.md §1)."""
+    return (rproxy or DEFAULT_BASE).rstrip("/") + "/"
+
+
+def origin_of(base: str) -> str:
+    """Scheme + host [+ port] of E, no trailing slash (claude-web.md §3)."""
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class ClaudeWeb:
+    """The claude.ai web upstream over a cookie pool."""
+
+    def __init__(self, *, config: Callable[[], Any], pool: CookiePool, client: Callable[[], Any],
+                 clock: Callable[[], float], rand: Callable[[], float], sleep=asyncio.sleep) -> None:
+        self._config = config
+        self.pool = pool
+        self._client = client
+        self._clock = clock
+        self._rand = rand
+        self._sleep = sleep
+        self.accounts: dict[str, Account] = {}
+
+    # ----- plumbing
+    def _headers(self, cookie: str, referer: str, *, stream: bool = False) -> dict:
+        base = base_url(self._config().rproxy)
+        return {"Cookie": f"sessionKey={cookie}", "Origin": origin_of(base),
+                "Referer": base + referer, "Accept-Language": "en-US,en;q=0.9",
+                "Accept": "text/event-stream" if stream else "application/json"}
+
+    async def _call(self, method: str, path: str, cookie: str, referer: str, *, json_body=None,
+                    files=None, stream: bool = False):
+        """One web call; non-2xx answers become AttemptFailed with their classification."""
+        url = base_url(self._config().rproxy) + path
+        headers = self._headers(cookie, referer, stream=stream)
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            resp = await self._client().request(method, url, headers=headers, json=json_body,
+                                                files=files, stream=stream, impersonate=True)
+        except TRANSPORT_ERRORS as exc:
+            raise AttemptFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
+                f"claude.ai unreachable: {exc.__class__.__name__}: {exc}"))) from exc
+        if 200 <= resp.status < 300:
+            return resp
+        try:
+            body = await resp.read()
+        except TRANSPORT_ERRORS:
+            body = b""
+        finally:
+            await resp.close()
+        raise AttemptFailed(ue.classify(resp.status, resp.headers, body, now=self._clock()))
+
+    async def _json(self, method: str, path: str, cookie: str, referer: str, json_body=None):
+        resp = await self._call(method, path, cookie, referer, json_body=json_body)
+        try:
+            return json.loads(await resp.read() or b"null")
+        except (ValueError, *TRANSPORT_ERRORS) as exc:
+            raise AttemptFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
+                f"claude.ai sent an unreadable answer to {path}"))) from exc
+        finally:
+            await resp.close()
+
+    # ----- account checks (§5)
+    async def account(self, cookie: str) -> Account:
+        """Bootstrap + organization + flags, cached for `web_bootstrap_ttl` seconds."""
+        cfg, now = self._config(), self._clock()
+        cached = self.accounts.get(cookie)
+        if cached and cached.expires > now:
+            return cached
+        boot = await self._json("GET", "api/bootstrap", cookie, "new")
+        try:
+            pro, reason, email, caps = web.read_bootstrap(boot, skip_non_pro=cfg.skip_non_pro)
+        except errors.UpstreamError as exc:  # no membership with chat: not a cookie reason
+            raise AttemptFailed(ue.Outcome(ue.CLIENT, exc)) from None
+        if reason:
+            raise AttemptFailed(_verdict_outcome(reason))
+        orgs = await self._json("GET", "api/organizations", cookie, "new")
+        org = web.choose_org(orgs if isinstance(orgs, list) else [])
+        if org is None:
+            raise AttemptFailed(ue.Outcome(ue.CLIENT, errors.UpstreamError(
+                "the account has no organization with chat capability", status=500)))
+        verdict = web.check_flags(org, now=now, skip_restricted=cfg.skip_restricted,
+                                  skip_second_warning=cfg.skip_second_warning,
+                                  skip_first_warning=cfg.skip_first_warning,
+                                  skip_normal_pro=cfg.skip_normal_pro)
+        log.info("cookie %s: %s, pro=%s, capabilities=%s", web.mask_log(cookie), email, pro, caps)
+        if verdict is not None:
+            raise AttemptFailed(_verdict_outcome(verdict))
+        account = Account(org["uuid"], pro, now + cfg.web_bootstrap_ttl)
+        self.accounts[cookie] = account
+        return account
+
+    # ----- one attempt (§6)
+    async def _attempt(self, cookie: str, req: dict, flat, *, raw: bool):
+        cfg = self._config()
+        acct = await self.account(cookie)
+        conv = str(uuid.uuid4())  # always fresh (Clove's timestamp ids collide, §6.1)
+        temporary = not cfg.preserve_chats
+        stamp = datetime.fromtimestamp(self._clock(), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        created = await self._json("POST", f"api/organizations/{acct.org}/chat_conversations", cookie,
+                                   "new?incognito" if temporary else "new",
+                                   web.create_body(conv, temporary=temporary, now_str=stamp))
+        wanted = web.thinking_wanted(req) and acct.pro
+        if web.settings_needed(created, wanted):
+            await self._settings(cookie, acct.org, conv, wanted)
+        file_ids = await self._uploads(cookie, acct.org, conv, flat.files)
+        body = web.completion_body(
+            flat.text, model=req["model"] if acct.pro else None, max_tokens=req.get("max_tokens", 8192),
+            rendering_mode="raw" if raw else "messages", custom_prompt=cfg.custom_prompt or "",
+            timezone=cfg.web_timezone, web_search=web.web_search_wanted(req, cfg.web_search),
+            file_uuids=file_ids)
+        return await self._call("POST", f"api/organizations/{acct.org}/chat_conversations/{conv}/completion",
+                                cookie, f"chat/{conv}", json_body=body, stream=True)
+
+    async def _settings(self, cookie: str, org: str, conv: str, thinking: bool) -> None:
+        try:
+            resp = await self._call("PUT", f"api/organizations/{org}/chat_conversations/{conv}", cookie,
+                                    f"chat/{conv}", json_body=web.settings_body(thinking))
+            await resp.close()
+        except AttemptFailed as exc:  # §6.2: the answer and any error are ignored
+            log.debug("settings call failed: %s", exc)
+
+    async def _uploads(self, cookie: str, org: str, conv: str, files) -> list[str]:
+        ids = []
+        for item in files:
+            try:
+                content = base64.b64decode(item.data_b64, validate=False)
+                resp = await self._call("POST", f"api/{org}/upload", cookie, f"chat/{conv}",
+                                        files=[("file", item.name, item.media_type, content)])
+                try:
+                    ids.append(json.loads(await resp.read())["file_uuid"])
+                finally:
+                    await resp.close()
+            except (AttemptFailed, ValueError, KeyError, TypeError, *TRANSPORT_ERRORS) as exc:
+                log.warning("upload of %s skipped: %s", item.name, exc)  # §6.3: request goes on
+        return ids
+
+    # ----- the retry loop (§15.2)
+    async def open(self, req: dict, *, stream: bool, echo_model: str) -> "WebStream":
+        """Run attempts until one stream starts; raises the error the client should see."""
+        cfg = self._config()
+        flat = web.flatten(req, custom_h=cfg.custom_h, custom_a=cfg.custom_a,
+                           use_real_roles=cfg.use_real_roles, sanitize=cfg.sanitize_messages)
+        for warning in flat.warnings:
+            log.warning("%s", warning)
+        # §16.1: the input estimate is that of the prompt actually sent, plus images
+        input_tokens = tokens.estimate_text(flat.text) + IMAGE_TOKENS * len(flat.files)
+        raw = not stream and cfg.web_rendering_mode == "raw"
+        retry = (cfg.tables.get("retry") or {}) if isinstance(cfg.tables, dict) else {}
+        started, tried, last, transient = self._clock(), set(), None, 0
+        for attempt in range(cfg.max_retries + 1):
+            record = self.pool.pick(self._clock(), exclude=tried)
+            if record is None:
+                break
+            cookie = record["cookie"]
+            tried.add(cookie)
+            if attempt:
+                log.info("[RETRY] attempt: %d", attempt + 1)
+            try:
+                return await self._start(cookie, req, flat, raw=raw, echo_model=echo_model,
+                                         input_tokens=input_tokens)
+            except AttemptFailed as exc:
+                last = exc.outcome.error or last
+                if not self._settle(cookie, exc.outcome):
+                    raise exc.outcome.error from None
+                if exc.outcome.action == ue.TRANSIENT:
+                    transient += 1
+                    delay = backoff_delay(transient, base=float(retry.get("base_delay", 0.5)),
+                                          cap=float(retry.get("max_delay", 8)), rand=self._rand())
+                    if self._clock() + delay - started > float(retry.get("budget_s", 30)):
+                        break
+                    await self._sleep(delay)
+        raise self._exhausted_error(last)
+
+    def _settle(self, cookie: str, outcome: ue.Outcome) -> bool:
+        """Apply an attempt's outcome to the pool; False when the loop must stop (§13, §15.2)."""
+        text = outcome.error.message if outcome.error else None
+        if outcome.action == ue.RETIRE:
+            self.accounts.pop(cookie, None)
+            self.pool.retire(cookie, outcome.reason, error=text)
+            log.warning("cookie %s retired: %s", web.mask_log(cookie), outcome.reason)
+        elif outcome.action == ue.PARK:
+            self.pool.park(cookie, outcome.until, error=text)
+            log.warning("cookie %s parked until %s", web.mask_log(cookie), outcome.until)
+        elif outcome.action == ue.CODE_DENIED:
+            self.pool.update(cookie, code_allowed=False)
+        elif outcome.action in (ue.TRANSIENT, "skip"):
+            pass
+        else:  # blocked (other cookies share the IP) and client errors end the loop
+            return False
+        valid, exhausted, invalid = self.pool.counts()
+        log.info("Valid: %d, Exhausted: %d, Invalid: %d", valid, exhausted, invalid)
+        return True
+
+    def _exhausted_error(self, last: errors.ProxyError | None) -> errors.ProxyError:
+        if last is not None and not isinstance(last, errors.AuthError):
+            return last
+        valid, exhausted, invalid = self.pool.counts()
+        if valid:
+            return last or errors.RetriesExceeded("Retries exceeded")
+        if exhausted:
+            wait = max(1, int((self.pool.earliest_reset() or 0) - self._clock()))
+            return errors.RateLimited(
+                f"every cookie is rate limited; the first one is back in {wait} s", retry_after=wait)
+        detail = f" ({invalid} cookies are invalid; see the admin page)" if invalid else ""
+        return errors.NoCredential(f"No cookie available{detail}")
+
+    async def _start(self, cookie: str, req: dict, flat, *, raw: bool, echo_model: str,
+                     input_tokens: int) -> "WebStream":
+        self.pool.acquire(cookie)
+        try:
+            resp = await self._attempt(cookie, req, flat, raw=raw)
+            processor = (web.RawEvents if raw else web.WebEvents)(
+                model=echo_model, msg_id=f"msg_{uuid.uuid4().hex[:24]}", input_tokens=input_tokens,
+                stops=req.get("stop_sequences") or [])
+            stream = WebStream(self, cookie, req["model"], resp, processor, input_tokens)
+            await stream.prime()
+            return stream
+        except BaseException:
+            self.pool.release(cookie)
+            raise
+
+    def finished(self, cookie: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        """Record usage on the cookie and free its slot."""
+        self.pool.release(cookie)
+        self.pool.record_usage(cookie, model, input_tokens, output_tokens)
+
+
+def _verdict_outcome(reason) -> ue.Outcome:
+    """Map an account reason to a pool action (claude-web.md §5, §14)."""
+    effect = web.REASON_EFFECT.get(reason.name)
+    error = errors.AuthError(f"cookie rejected: {web.reason_text(reason)}")
+    if effect == "invalid":
+        return ue.Outcome(ue.RETIRE, error, web.reason_to_toml(reason))
+    if effect == "exhausted":
+        return ue.Outcome(ue.PARK, error, web.reason_to_toml(reason), int(reason.until or 0))
+    return ue.Outcome("skip", error)
+
+
+class WebStream:
+    """Hub events of one started completion; iterate once, then `aclose()`."""
+
+    def __init__(self, owner: ClaudeWeb, cookie: str, model: str, resp, processor, input_tokens: int) -> None:
+        self.owner, self.cookie, self.model = owner, cookie, model
+        self._resp, self._proc = resp, processor
+        self._input = input_tokens
+        self._held: list[dict] = []
+        self._gen = self._events()
+        self._pending: asyncio.Task | None = None
+        self._closed = False
+
+    async def _events(self):
+        decoder = SSEDecoder()
+        try:
+            async for chunk in self._resp.chunks():
+                for ev in decoder.feed(chunk):
+                    for out in self._feed(ev.data):
+                        yield out
+                if self._proc.done:
+                    return
+            for ev in decoder.close():
+                for out in self._feed(ev.data):
+                    yield out
+            if not self._proc.done:
+                for out in self._proc.close():  # flush held-back stop-sequence text
+                    yield out
+        except TRANSPORT_ERRORS:
+            if not self._proc.done:
+                yield {"type": "error", "error": {"type": "api_error", "message": "upstream connection lost"}}
+
+    def _feed(self, data: str) -> list[dict]:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return []
+        return self._proc.feed(event) if isinstance(event, dict) else []
+
+    async def prime(self) -> None:
+        """Hold events until the first content event (or HOLD_SECONDS); a transient error there retries."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLD_SECONDS
+        while True:
+            self._pending = self._pending or asyncio.ensure_future(self._gen.__anext__())
+            done, _ = await asyncio.wait({self._pending}, timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                return
+            task, self._pending = self._pending, None
+            try:
+                event = task.result()
+            except StopAsyncIteration:
+                return
+            if event.get("type") == "error" and not self._held_content():
+                await self.aclose()
+                raise AttemptFailed(ue.classify_event(event))
+            self._held.append(event)
+            if event.get("type") in CONTENT_EVENTS:
+                return
+
+    def _held_content(self) -> bool:
+        return any(e.get("type") in CONTENT_EVENTS for e in self._held)
+
+    def __aiter__(self):
+        return self._iterate()
+
+    async def _iterate(self):
+        try:
+            held, self._held = self._held, []
+            for event in held:
+                yield event
+            if self._pending is not None:
+                task, self._pending = self._pending, None
+                try:
+                    yield await task
+                except StopAsyncIteration:
+                    return
+            async for event in self._gen:
+                yield event
+        finally:
+            await self.aclose()
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens counted so far."""
+        return self._proc.output_tokens
+
+    async def aclose(self) -> None:
+        """Abort the upstream request (if still open) and record usage once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pending is not None:
+            self._pending.cancel()
+        await self._gen.aclose()
+        await self._resp.close()
+        self.owner.finished(self.cookie, self.model, self._input, self._proc.output_tokens)

@@ -1,0 +1,208 @@
+"""Outbound HTTP clients: curl_cffi with Chrome impersonation when present, aiohttp otherwise.
+
+Both backends offer the same small surface (`request()` → `Response` with `status`, `headers`,
+`read()`, `chunks()`, `close()`), so upstream modules never care which one runs. curl_cffi is
+imported on first use only (it costs ~40 ms and ~6 MB at start-up, edge.md §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json as _json
+import logging
+import os
+import ssl
+from typing import AsyncIterator, Mapping
+
+import aiohttp
+
+log = logging.getLogger("clewdr_lite.http")
+
+CONNECT_TIMEOUT = 15.0
+HEADERS_TIMEOUT = 120.0
+IDLE_TIMEOUT = 300.0
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def curl_available() -> bool:
+    """Whether curl_cffi can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec("curl_cffi") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def env_proxy(environ: Mapping[str, str]) -> str | None:
+    """`HTTPS_PROXY`, then `ALL_PROXY` (either case), when `proxy` is unset (claude-web.md §2)."""
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        if environ.get(name):
+            return environ[name]
+    return None
+
+
+def ssl_context() -> ssl.SSLContext:
+    """A verifying context from certifi's CA file (or SSL_CERT_FILE): works inside binaries too."""
+    cafile = os.environ.get("SSL_CERT_FILE")
+    if not cafile:
+        import certifi
+        cafile = certifi.where()
+    return ssl.create_default_context(cafile=cafile)
+
+
+class Response:
+    """An upstream response whose body may still be arriving."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], reader, closer) -> None:
+        self.status = status
+        self.headers = headers
+        self._reader = reader
+        self._closer = closer
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives."""
+        return self._reader()
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        parts = [chunk async for chunk in self._reader()]
+        return b"".join(parts)
+
+    async def json(self):
+        """The whole body parsed as JSON."""
+        return _json.loads(await self.read())
+
+    async def close(self) -> None:
+        """Release (or abort) the connection."""
+        await self._closer()
+
+
+class AiohttpClient:
+    """Plain aiohttp client with one shared connection pool."""
+
+    backend = "aiohttp"
+
+    def __init__(self, proxy: str | None = None) -> None:
+        self.proxy = proxy
+        self._session: aiohttp.ClientSession | None = None
+        self._socks = bool(proxy and proxy.startswith("socks"))
+
+    def _get(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = self._connector()
+            timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=IDLE_TIMEOUT)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                                  auto_decompress=True, trust_env=False)
+        return self._session
+
+    def _connector(self) -> aiohttp.BaseConnector:
+        if self._socks:
+            try:
+                from aiohttp_socks import ProxyConnector  # optional extra [socks]
+                return ProxyConnector.from_url(self.proxy, ssl=ssl_context(), limit=0)
+            except ImportError:
+                log.error("proxy %s needs the [socks] extra (aiohttp-socks) when curl_cffi is "
+                          "absent; connecting directly", self.proxy.split("@")[-1])
+                self._socks = False
+        return aiohttp.TCPConnector(ssl=ssl_context(), limit=0, ttl_dns_cache=300)
+
+    async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                      json=None, data: bytes | None = None, files=None, stream: bool = False,
+                      impersonate: bool = False) -> Response:
+        """Send a request; returns once the status line and headers are in."""
+        body = data
+        if files:
+            form = aiohttp.FormData()
+            for name, filename, content_type, content in files:
+                form.add_field(name, content, filename=filename, content_type=content_type)
+            body = form
+        elif json is not None:
+            body = _json.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+        proxy = None if (self._socks or not self.proxy) else self.proxy
+        ctx = self._get().request(method, url, headers=headers, data=body, proxy=proxy,
+                                  allow_redirects=False)
+        resp = await asyncio.wait_for(ctx, HEADERS_TIMEOUT)
+
+        async def reader():
+            async for chunk in resp.content.iter_any():
+                yield chunk
+
+        async def closer():
+            resp.close()
+
+        return Response(resp.status, resp.headers, reader, closer)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._session is not None:
+            await self._session.close()
+
+
+class CurlClient:
+    """curl_cffi client impersonating Chrome's TLS and HTTP/2 fingerprint (claude-web.md §2)."""
+
+    backend = "curl_cffi"
+
+    def __init__(self, proxy: str | None = None) -> None:
+        self.proxy = proxy
+        self._session = None
+
+    def _get(self):
+        if self._session is None:
+            from curl_cffi.requests import AsyncSession
+            self._session = AsyncSession(max_clients=64, impersonate="chrome")
+        return self._session
+
+    def _multipart(self, files):
+        from curl_cffi import CurlMime
+        mime = CurlMime()
+        for name, filename, content_type, content in files:
+            mime.addpart(name, content_type=content_type, filename=filename, data=content)
+        return mime
+
+    async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                      json=None, data: bytes | None = None, files=None, stream: bool = False,
+                      impersonate: bool = True) -> Response:
+        """Send a request; returns once the status line and headers are in."""
+        from curl_cffi.requests.exceptions import RequestException
+        kwargs = dict(headers=dict(headers or {}), allow_redirects=False, stream=True,
+                      timeout=(CONNECT_TIMEOUT, IDLE_TIMEOUT), proxy=self.proxy,
+                      impersonate="chrome" if impersonate else None)
+        if files:
+            kwargs["multipart"] = self._multipart(files)
+        elif json is not None:
+            kwargs["data"] = _json.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+            kwargs["headers"].setdefault("Content-Type", "application/json")
+        elif data is not None:
+            kwargs["data"] = data
+        try:
+            resp = await asyncio.wait_for(self._get().request(method, url, **kwargs), HEADERS_TIMEOUT)
+        except RequestException as exc:
+            raise aiohttp.ClientConnectionError(str(exc)) from exc
+
+        async def reader():
+            try:
+                async for chunk in resp.aiter_content():
+                    yield chunk
+            except RequestException as exc:
+                raise aiohttp.ClientPayloadError(str(exc)) from exc
+
+        async def closer():
+            await resp.aclose()
+
+        return Response(resp.status_code, resp.headers, reader, closer)
+
+    async def close(self) -> None:
+        """Close the session."""
+        if self._session is not None:
+            await self._session.close()
+
+
+def make_client(backend: str, proxy: str | None):
+    """`auto` picks curl_cffi when importable; `curl_cffi` or `aiohttp` force one."""
+    if backend == "auto":
+        backend = "curl_cffi" if curl_available() else "aiohttp"
+    return CurlClient(proxy) if backend == "curl_cffi" else AiohttpClient(proxy)
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)

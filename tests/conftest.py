@@ -1,0 +1,75 @@
+"""Shared fixtures: a fake claude.ai, the proxy in front of it, a fake clock, cookies."""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from contextlib import AsyncExitStack
+
+import pytest
+
+from clewdr_lite.config import parse
+from clewdr_lite.server.app import make_app
+from tests.fakes.claude_web import FakeClaudeWeb
+from tests.fakes.common import serve
+
+PASSWORD = "test-password-" + "x" * 20
+ADMIN_PASSWORD = "admin-password-" + "y" * 20
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def make_cookie(seed: int | str) -> str:
+    """A well-formed session cookie, deterministic per seed."""
+    digest = hashlib.sha512(str(seed).encode()).digest() * 2
+    body = "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:86])
+    return f"sk-ant-sid01-{body}-{body[:6]}AA"
+
+
+class FakeClock:
+    """Wall-clock time the test moves by hand."""
+
+    def __init__(self, now: float = 1_760_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def fake_web():
+    async with FakeClaudeWeb() as fake:
+        yield fake
+
+
+class Proxy:
+    """A running proxy: its base URL, its app and the state behind it."""
+
+    def __init__(self, url: str, app) -> None:
+        from clewdr_lite.server.app import STATE
+
+        self.url = url
+        self.app = app
+        self.state = app[STATE]
+
+
+@pytest.fixture
+async def start_proxy(clock):
+    """Factory: `await start_proxy(settings, cookies=[...], backend="aiohttp")` → Proxy."""
+    async with AsyncExitStack() as stack:
+        async def start(settings: dict | None = None, *, cookies=(), wasted=(), backend="aiohttp",
+                        config_file=None) -> Proxy:
+            doc = {"password": PASSWORD, "admin_password": ADMIN_PASSWORD, "max_retries": 5,
+                   "cookie_array": [c if isinstance(c, dict) else {"cookie": c} for c in cookies],
+                   "wasted_cookie": list(wasted), **(settings or {})}
+            config, _ = parse(doc, {})
+            app = make_app(config, config_file=config_file, clock=clock, http_backend=backend,
+                           rand=lambda: 0.0)
+            url = await stack.enter_async_context(serve(app, handler_cancellation=True))
+            return Proxy(url, app)
+
+        yield start

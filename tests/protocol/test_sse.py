@@ -1,0 +1,289 @@
+"""SSE decoder and encoder: realistic streams replayed whole, cut at every byte, and byte by byte."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, Event, SSEDecoder, encode, encode_json
+
+ANTHROPIC = (
+    b"event: message_start\n"
+    b'data: {"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant",'
+    b'"content":[],"model":"claude-sonnet-4-5","stop_reason":null,"stop_sequence":null,'
+    b'"usage":{"input_tokens":25,"output_tokens":1}}}\n'
+    b"\n"
+    b"event: content_block_start\n"
+    b'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n'
+    b"\n"
+    b"event: ping\n"
+    b'data: {"type": "ping"}\n'
+    b"\n"
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}\n'
+    b"\n"
+    b"event: content_block_delta\n"
+    + 'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" 世界 👋🏽 ¿qué?"}}\n'.encode()
+    + b"\n"
+    b"event: content_block_stop\n"
+    b'data: {"type":"content_block_stop","index":0}\n'
+    b"\n"
+    b"event: message_delta\n"
+    b'data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+    b'"usage":{"output_tokens":15}}\n'
+    b"\n"
+    b"event: message_stop\n"
+    b'data: {"type":"message_stop"}\n'
+    b"\n"
+)
+
+ANTHROPIC_EVENTS = [
+    ("message_start", "message_start"),
+    ("content_block_start", "content_block_start"),
+    ("ping", "ping"),
+    ("content_block_delta", "content_block_delta"),
+    ("content_block_delta", "content_block_delta"),
+    ("content_block_stop", "content_block_stop"),
+    ("message_delta", "message_delta"),
+    ("message_stop", "message_stop"),
+]
+
+WITH_COMMENTS = (
+    COMMENT_KEEPALIVE
+    + b":\n: keep-alive\n\n"
+    + ANTHROPIC.replace(b"event: ping\n", b": a comment inside an event\nevent: ping\n")
+    + b": trailing comment\n\n"
+)
+
+MULTILINE = (
+    "data: first line\ndata: second line\ndata:\ndata:  two spaces kept as one\n\n"
+    "event: note\ndata\n\n"  # a field name alone: data is ""
+    "event: dropped\n\n"  # no data lines: not dispatched, and the event name does not leak
+    "id: 7\nretry: 1000\nunknown: ignored\ndata:no space\n\n"
+    "data: id persists\n\n"
+    "id\ndata: id reset to empty\n\n"
+    "data: 日本語の文字列と絵文字 🧪👩‍🔬\ndata: 한국어\n\n"
+).encode()
+
+MULTILINE_EVENTS = [
+    Event("", "first line\nsecond line\n\n two spaces kept as one", None),
+    Event("note", "", None),
+    Event("", "no space", "7"),
+    Event("", "id persists", "7"),
+    Event("", "id reset to empty", ""),
+    Event("", "日本語の文字列と絵文字 🧪👩‍🔬\n한국어", ""),
+]
+
+OPENAI = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"\xc3\xa9t\xc3\xa9"}}]}\n\n'
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def _line_endings(stream: bytes, end: bytes) -> bytes:
+    return stream.replace(b"\n", end)
+
+
+def _mixed(stream: bytes) -> bytes:
+    """Rotate through \\n, \\r\\n and \\r line by line (never \\r then a blank \\n line: that is \\r\\n)."""
+    out, prev = [], b""
+    for i, line in enumerate(stream.split(b"\n")[:-1]):
+        end = (b"\n", b"\r\n", b"\r")[i % 3]
+        if prev == b"\r" and not line and end == b"\n":
+            end = b"\r\n"
+        out.append(line + end)
+        prev = end
+    return b"".join(out)
+
+
+FIXTURES = {
+    "anthropic-lf": ANTHROPIC,
+    "anthropic-crlf": _line_endings(ANTHROPIC, b"\r\n"),
+    "anthropic-cr": _line_endings(ANTHROPIC, b"\r"),
+    "anthropic-mixed": _mixed(ANTHROPIC),
+    "anthropic-bom": b"\xef\xbb\xbf" + ANTHROPIC,
+    "comments-lf": WITH_COMMENTS,
+    "comments-crlf": _line_endings(WITH_COMMENTS, b"\r\n"),
+    "multiline-lf": MULTILINE,
+    "multiline-crlf": _line_endings(MULTILINE, b"\r\n"),
+    "multiline-cr": _line_endings(MULTILINE, b"\r"),
+    "multiline-mixed": _mixed(MULTILINE),
+    "openai-lf": OPENAI,
+    "openai-crlf": _line_endings(OPENAI, b"\r\n"),
+}
+
+
+def decode(chunks) -> list[Event]:
+    decoder = SSEDecoder()
+    events: list[Event] = []
+    for chunk in chunks:
+        events += decoder.feed(chunk)
+    return events + decoder.close()
+
+
+def expected(name: str) -> list[Event]:
+    return decode([FIXTURES[name]])
+
+
+def test_anthropic_stream_decodes_to_the_expected_events():
+    events = decode([ANTHROPIC])
+    assert [(e.event, json.loads(e.data)["type"]) for e in events] == ANTHROPIC_EVENTS
+    assert json.loads(events[4].data)["delta"]["text"] == " 世界 👋🏽 ¿qué?"
+    assert events[2].data == '{"type": "ping"}'
+    assert all(e.id is None for e in events)
+
+
+@pytest.mark.parametrize(
+    "name", ["anthropic-crlf", "anthropic-cr", "anthropic-mixed", "anthropic-bom", "comments-lf", "comments-crlf"]
+)
+def test_line_endings_comments_and_bom_do_not_change_the_events(name):
+    assert expected(name) == decode([ANTHROPIC])
+
+
+@pytest.mark.parametrize("name", ["multiline-lf", "multiline-crlf", "multiline-cr", "multiline-mixed"])
+def test_multiline_fields_and_ids(name):
+    assert expected(name) == MULTILINE_EVENTS
+
+
+def test_openai_stream():
+    events = decode([OPENAI])
+    assert [e.data for e in events][-1] == "[DONE]"
+    assert json.loads(events[0].data)["choices"][0]["delta"]["content"] == "été"
+    assert expected("openai-crlf") == events
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_every_single_cut(name):
+    stream, want = FIXTURES[name], expected(name)
+    for i in range(len(stream) + 1):
+        assert decode([stream[:i], stream[i:]]) == want, f"cut at byte {i}"
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_one_byte_at_a_time(name):
+    stream = FIXTURES[name]
+    assert decode([stream[i : i + 1] for i in range(len(stream))]) == expected(name)
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_random_multi_cuts_and_empty_chunks(name):
+    stream, want, rng = FIXTURES[name], expected(name), random.Random(name)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(len(stream) + 1), rng.randint(2, 6)))
+        chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+        assert decode(chunks) == want, cuts
+
+
+@pytest.mark.parametrize(
+    ("chunks", "events"),
+    [
+        # \r\n split across chunks: one line end, not a line end plus a blank line.
+        ([b"data: a\r", b"\ndata: b\r\n\r\n"], [Event("", "a\nb", None)]),
+        ([b"data: a\r", b"\n", b"\r\n"], [Event("", "a", None)]),
+        ([b"data: a\r", b"", b"\n\r", b"\n"], [Event("", "a", None)]),
+        # \r then \r is two line ends: the second one is a blank line that dispatches.
+        ([b"data: a\r", b"\rdata: b\r\r"], [Event("", "a", None), Event("", "b", None)]),
+        ([b"data: a\r\n\r", b"\ndata: b\n\n"], [Event("", "a", None), Event("", "b", None)]),
+        # A lone \n opening a chunk after a complete \r\n is a blank line.
+        ([b"data: a\r\n", b"\ndata: b\n\n"], [Event("", "a", None), Event("", "b", None)]),
+    ],
+)
+def test_cr_split_across_chunks(chunks, events):
+    assert decode(chunks) == events
+
+
+def test_utf8_split_inside_a_character():
+    raw = "data: 🙂é中\n\n".encode()
+    for i in range(len(raw) + 1):
+        assert decode([raw[:i], raw[i:]]) == [Event("", "🙂é中", None)]
+
+
+def test_invalid_utf8_becomes_replacement_character():
+    assert decode([b"data: a\xffb\n\n"]) == [Event("", "a\ufffdb", None)]
+
+
+def test_bom_is_stripped_only_at_the_start():
+    assert decode([b"\xef\xbb", b"\xbfdata: x\n\n"]) == [Event("", "x", None)]
+    assert decode([b"data: x\n\n\xef\xbb\xbfdata: y\n\n"]) == [Event("", "x", None)]
+
+
+def test_feed_returns_events_as_soon_as_their_blank_line_arrives():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"event: ping\ndata: {}\n") == []
+    assert decoder.feed(b"\nevent: message_stop\ndata: 1") == [Event("ping", "{}", None)]
+    assert decoder.feed(b"\n") == []
+    assert decoder.feed(b"\n") == [Event("message_stop", "1", None)]
+    assert decoder.close() == []
+
+
+@pytest.mark.parametrize(
+    ("stream", "events"),
+    [
+        (b"data: [DONE]\n", [Event("", "[DONE]", None)]),  # no final blank line: still dispatched
+        (b"data: [DONE]", [Event("", "[DONE]", None)]),  # unterminated last line counts as a line
+        (b"data: [DONE]\r", [Event("", "[DONE]", None)]),
+        (b"event: x\ndata: 1\n\nevent: y\n", [Event("x", "1", None)]),  # no data: nothing
+        (b": only a comment", []),
+        (b"", []),
+    ],
+)
+def test_close_dispatches_a_final_event_that_has_data(stream, events):
+    assert decode([stream]) == events
+
+
+def test_keepalive_comment_decodes_to_nothing():
+    assert decode([COMMENT_KEEPALIVE * 3]) == []
+
+
+def test_encode_exact_bytes():
+    assert encode("hi") == b"data: hi\n\n"
+    assert encode("hi", "ping") == b"event: ping\ndata: hi\n\n"
+    assert encode("a\nb\r\nc\rd", "x") == b"event: x\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+    assert encode("") == b"data: \n\n"
+
+
+def test_encode_json_is_compact_and_keeps_non_ascii():
+    obj = {"type": "content_block_delta", "delta": {"text": "é 世界\n"}}
+    assert encode_json(obj, "content_block_delta") == (
+        'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"é 世界\\n"}}\n\n'
+    ).encode()
+    assert encode_json([1, None]) == b"data: [1,null]\n\n"
+
+
+def test_event_name_with_a_line_end_is_refused():
+    with pytest.raises(ValueError):
+        encode("x", "a\nb")
+    with pytest.raises(ValueError):
+        encode_json({}, "a\rb")
+
+
+@pytest.mark.parametrize(
+    ("data", "decoded"),
+    [
+        ("plain", "plain"),
+        ("", ""),
+        (" leading space", " leading space"),
+        ("two\nlines", "two\nlines"),
+        ("trailing newline\n", "trailing newline\n"),
+        ("\n\n", "\n\n"),
+        ("crlf\r\nand cr\r", "crlf\nand cr\n"),  # SSE has one line end: \n
+        ("sep\u2028and\x85kept", "sep\u2028and\x85kept"),  # not SSE line ends
+        (": looks like a comment", ": looks like a comment"),
+        ("emoji 👩‍🚀 中文", "emoji 👩‍🚀 中文"),
+    ],
+)
+def test_encode_decode_round_trip(data, decoded):
+    for event in (None, "message"):
+        raw = encode(data, event)
+        want = [Event(event or "", decoded, None)]
+        assert decode([raw]) == want
+        assert decode([raw[i : i + 1] for i in range(len(raw))]) == want
+
+
+def test_encode_json_round_trip_of_a_whole_stream():
+    objs = [json.loads(e.data) for e in decode([ANTHROPIC])]
+    raw = b"".join(encode_json(o, o["type"]) for o in objs)
+    assert [(e.event, json.loads(e.data)) for e in decode([raw])] == [(o["type"], o) for o in objs]
