@@ -454,9 +454,12 @@ def _sync_table(table, value: dict) -> None:
 def _sync_aot(aot: AoT, entries: list[dict]) -> None:
     """Update an array of tables, reusing each entry's table (and its comments) by identity."""
     old_ids = [_identity(t) for t in aot]
-    if old_ids == [_identity(e) for e in entries]:
+    if old_ids == [_identity(e) for e in entries[: len(old_ids)]]:
+        # the usual pool change: same entries, maybe new ones at the end
         for table, entry in zip(aot, entries):
             _sync_table(table, entry)
+        for entry in entries[len(old_ids):]:
+            aot.append(_table(entry, header=True))
         return
     spare = {ident: table for ident, table in zip(old_ids, aot) if ident is not None}
     tables = []

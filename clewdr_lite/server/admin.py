@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -155,7 +156,7 @@ async def post_config(request: web.Request) -> web.Response:
     if state.config_file is not None:
         settled = {k: getattr(new, k) for k in changes}
         try:
-            state.config_file.save(settings=settled)
+            await asyncio.to_thread(state.config_file.save, settings=settled)
         except OSError as exc:
             return _json({"error": f"Failed to save config: {exc}"}, status=500)
     state.set_config(new)
