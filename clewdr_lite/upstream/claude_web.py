@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from clewdr_lite import errors
 from clewdr_lite.pool import CookiePool, backoff_delay
 from clewdr_lite.protocol import claude_web as web
+from clewdr_lite.protocol.claude_web_account import REASON_EFFECT
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.sse import SSEDecoder
@@ -216,7 +217,8 @@ class ClaudeWeb:
                 return await self._start(cookie, req, flat, raw=raw, echo_model=echo_model,
                                          input_tokens=input_tokens)
             except AttemptFailed as exc:
-                last = exc.outcome.error or last
+                if exc.outcome.action in (ue.TRANSIENT, ue.CLIENT, ue.BLOCKED):
+                    last = exc.outcome.error  # cookie reasons are told through the pool's state
                 if not self._settle(cookie, exc.outcome):
                     raise exc.outcome.error from None
                 if exc.outcome.action == ue.TRANSIENT:
@@ -249,11 +251,11 @@ class ClaudeWeb:
         return True
 
     def _exhausted_error(self, last: errors.ProxyError | None) -> errors.ProxyError:
-        if last is not None and not isinstance(last, errors.AuthError):
+        if last is not None:
             return last
         valid, exhausted, invalid = self.pool.counts()
         if valid:
-            return last or errors.RetriesExceeded("Retries exceeded")
+            return errors.RetriesExceeded("Retries exceeded")
         if exhausted:
             wait = max(1, int((self.pool.earliest_reset() or 0) - self._clock()))
             return errors.RateLimited(
@@ -284,7 +286,7 @@ class ClaudeWeb:
 
 def _verdict_outcome(reason) -> ue.Outcome:
     """Map an account reason to a pool action (claude-web.md §5, §14)."""
-    effect = web.REASON_EFFECT.get(reason.name)
+    effect = REASON_EFFECT.get(reason.name)
     error = errors.AuthError(f"cookie rejected: {web.reason_text(reason)}")
     if effect == "invalid":
         return ue.Outcome(ue.RETIRE, error, web.reason_to_toml(reason))
