@@ -75,7 +75,7 @@ def merge_cookie_file(config, name: str):
             known.add(cookie)
             added.append({"cookie": cookie})
     log.info("%d new cookies from %s", len(added), name)
-    return config.replace(cookie_array=tuple(config.cookie_array) + tuple(added))
+    return config.replace(cookie_array=tuple(config.cookie_array) + tuple(added)), bool(added)
 
 
 def setup_logging(config, log_dir: Path | None) -> None:
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.update:
         log.warning("self-update is not supported; install a new release instead. Continuing.")
     if args.file:
-        config = merge_cookie_file(config, args.file)
+        config, added = merge_cookie_file(config, args.file)
+        if added and not config.no_fs and args.command != "check-config":
+            file.save(cookies=[dict(r) for r in config.cookie_array])
     if args.command == "check-config":
         print(f"{path}: OK ({len(warnings)} warnings)")
         return 0

@@ -82,18 +82,15 @@ async def list_cookies(request: web.Request) -> web.Response:
     """GET /api/cookies[?refresh=true]: cached for 5 minutes in one slot."""
     state = request.app[STATE]
     now = state.clock()
-    cache = request.app.get(_LISTING)
+    cache = state.listing
     fresh = (cache is not None and cache[0] == state.pool.version and now - cache[1] < LISTING_TTL_S
              and request.query.get("refresh") != "true")
     if not fresh:
         state.pool.unpark_due(now)
         cache = (state.pool.version, now, _listing(state))
-        request.app[_LISTING] = cache
+        state.listing = cache
     return _json(cache[2], headers={"X-Cache-Status": "HIT" if fresh else "MISS",
                                     "X-Cache-Timestamp": str(int(cache[1]))})
-
-
-_LISTING = web.AppKey("cookie_listing", tuple)
 
 
 @admin

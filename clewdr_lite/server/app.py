@@ -35,6 +35,7 @@ class State:
     web: ClaudeWeb | None = None
     clients: dict = field(default_factory=dict)
     saved_version: int = 0
+    listing: tuple | None = None  # (pool version, built at, body) of GET /api/cookies
 
     def client(self):
         """The outbound client for the current `proxy` setting (rebuilt when it changes)."""

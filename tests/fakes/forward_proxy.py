@@ -47,6 +47,7 @@ class ForwardProxy:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._closing = False
 
     async def __aenter__(self) -> ForwardProxy:
         self._server = await asyncio.start_server(self._handle, LOCALHOST, 0)
@@ -58,6 +59,7 @@ class ForwardProxy:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        self._closing = True
         self._server.close()
         for writer in list(self._writers):
             writer.close()
@@ -76,6 +78,10 @@ class ForwardProxy:
             target = await serve(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # a client hanging up mid-handshake is not the proxy's failure
+        except asyncio.CancelledError:
+            # Only __aexit__ cancels; ending quietly keeps asyncio's stream callback from logging.
+            if not self._closing:
+                raise
         finally:
             for w in (writer, target):
                 if w is not None:
@@ -225,5 +231,5 @@ async def _pipe_both(c_reader, c_writer, t_reader, t_writer) -> None:
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    with contextlib.suppress(OSError, asyncio.CancelledError):
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
