@@ -117,14 +117,45 @@ def is_hi(req: dict) -> bool:
     return content == "Hi"
 
 
-def hi_message(model: str, msg_id: str) -> dict:
-    """The full Anthropic message answering the "Hi" test without an upstream call."""
+def hi_message(model: str, msg_id: str, text: str = HI_TEXT) -> dict:
+    """A full Anthropic message answered locally (the "Hi" test, the expression classifier)."""
     return {
         "id": msg_id, "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": HI_TEXT}],
+        "content": [{"type": "text", "text": text}],
         "stop_reason": "end_turn", "stop_sequence": None,
         "usage": {"input_tokens": 0, "output_tokens": 0},
     }
+
+
+# SillyTavern's Character Expressions classifier prompt (claude-web.md §17); Clewd answered it locally
+EXPRESSIONS_PROMPT = ("From the list below, choose a word that best represents a character's "
+                      "outfit description, action, or emotion")
+
+
+def is_expressions_classifier(req: dict) -> bool:
+    """Whether the last message is SillyTavern's expression classifier prompt."""
+    messages = req.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    content = last.get("content")
+    if isinstance(content, list):
+        content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return isinstance(content, str) and EXPRESSIONS_PROMPT in content
+
+
+def message_events(message: dict) -> list[dict]:
+    """A complete message as the stream events that carry it (text blocks only)."""
+    start = {k: v for k, v in message.items() if k != "content"}
+    start.update(content=[], stop_reason=None, stop_sequence=None)
+    events = [{"type": "message_start", "message": start}]
+    for index, block in enumerate(message["content"]):
+        events += [{"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+                   {"type": "content_block_delta", "index": index,
+                    "delta": {"type": "text_delta", "text": block.get("text", "")}},
+                   {"type": "content_block_stop", "index": index}]
+    events += [{"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]}},
+               {"type": "message_stop"}]
+    return events
 
 
 def _is_foreign_thinking(block) -> bool:

@@ -48,12 +48,28 @@ def new_msg_id() -> str:
     return "msg_" + uuid.uuid4().hex[:24]
 
 
-def _hi_answer(dialect: str, model: str, config) -> web.Response:
-    message = anthropic.hi_message(model, new_msg_id())
+async def _local_answer(request: web.Request, dialect: str, req: dict, text: str, *,
+                        include_usage: bool = False) -> web.StreamResponse:
+    """Answer without an upstream call, stream or not, in the caller's dialect."""
+    config = request.app[STATE].config
+    model = req["model"]
+    message = anthropic.hi_message(model, new_msg_id(), text)
+    if req.get("stream"):
+        async def events():
+            for event in anthropic.message_events(message):
+                yield event
+        return await send_stream(request, events(), _stream_out(dialect, model, config, include_usage))
     if dialect == errors.OPENAI:
         return json_response(openai.from_hub(message, model=model, created=int(time.time()),
                                              thinking_output=config.thinking_output))
     return json_response(message)
+
+
+def _stream_out(dialect: str, model: str, config, include_usage: bool):
+    if dialect == errors.ANTHROPIC:
+        return AnthropicOut()
+    return OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
+                        include_usage=include_usage, thinking_output=config.thinking_output)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -77,7 +93,9 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
     config = state.config
     model, stream = req["model"], bool(req.get("stream"))
     if not stream and anthropic.is_hi(req):
-        return _hi_answer(dialect, model, config)
+        return await _local_answer(request, dialect, req, anthropic.HI_TEXT)
+    if config.st_expressions_shortcut and anthropic.is_expressions_classifier(req):
+        return await _local_answer(request, dialect, req, "neutral", include_usage=include_usage)
     ruled = anthropic.apply_model_rules(req)
     log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s", stream,
              len(ruled["messages"]), model, bool(ruled.get("thinking")),
@@ -86,10 +104,7 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
     events = await state.web.open(ruled, stream=stream, echo_model=model)
     try:
         if stream:
-            out = AnthropicOut() if dialect == errors.ANTHROPIC else OpenAIStream(
-                model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
-                include_usage=include_usage, thinking_output=config.thinking_output)
-            return await send_stream(request, events, out)
+            return await send_stream(request, events, _stream_out(dialect, model, config, include_usage))
         message = await aggregate(events)
     finally:
         log.info("[FIN] elapsed: %.2fs", time.monotonic() - started)

@@ -34,6 +34,7 @@ HOLD_SECONDS = 10.0
 CONTENT_EVENTS = frozenset({"content_block_start", "content_block_delta", "message_delta",
                             "message_stop", "error"})
 IMAGE_TOKENS = 1600
+MAX_IMAGE_BYTES = 10 << 20
 
 
 class AttemptFailed(Exception):
@@ -148,7 +149,7 @@ class ClaudeWeb:
         return account
 
     # ----- one attempt (§6)
-    async def _attempt(self, cookie: str, req: dict, flat, *, raw: bool):
+    async def _attempt(self, cookie: str, req: dict, flat, files, *, raw: bool):
         cfg = self._config()
         acct = await self.account(cookie)
         conv = str(uuid.uuid4())  # always fresh (Clove's timestamp ids collide, §6.1)
@@ -160,7 +161,7 @@ class ClaudeWeb:
         wanted = web.thinking_wanted(req) and acct.pro
         if web.settings_needed(created, wanted):
             await self._settings(cookie, acct.org, conv, wanted)
-        file_ids = await self._uploads(cookie, acct.org, conv, flat.files)
+        file_ids = await self._uploads(cookie, acct.org, conv, files)
         body = web.completion_body(
             flat.text, model=req["model"] if acct.pro else None, max_tokens=req.get("max_tokens", 8192),
             rendering_mode="raw" if raw else "messages", custom_prompt=cfg.custom_prompt or "",
@@ -177,19 +178,50 @@ class ClaudeWeb:
         except AttemptFailed as exc:  # §6.2: the answer and any error are ignored
             log.debug("settings call failed: %s", exc)
 
+    async def download(self, url: str) -> tuple[str, str, bytes] | None:
+        """An external image for upload (`allow_external_images`, claude-web.md §7.2)."""
+        try:
+            resp = await self._client().request("GET", url, impersonate=False)
+            try:
+                kind = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if resp.status != 200 or not kind.startswith("image/"):
+                    raise ValueError(f"status {resp.status}, type {kind or 'none'}")
+                data = await resp.read()
+            finally:
+                await resp.close()
+        except (ValueError, *TRANSPORT_ERRORS) as exc:
+            log.warning("external image %s skipped: %s", url[:100], exc)
+            return None
+        if len(data) > MAX_IMAGE_BYTES:
+            log.warning("external image %s skipped: larger than %d bytes", url[:100], MAX_IMAGE_BYTES)
+            return None
+        return web.upload_name(kind), kind, data
+
+    async def _files(self, flat) -> list[tuple[str, str, bytes]]:
+        files = []
+        for item in flat.files:
+            try:
+                files.append((item.name, item.media_type, base64.b64decode(item.data_b64, validate=False)))
+            except ValueError as exc:
+                log.warning("attachment %s skipped: bad base64 (%s)", item.name, exc)
+        if flat.urls and not self._config().allow_external_images:
+            log.warning("%d external image URLs dropped (allow_external_images is off)", len(flat.urls))
+        elif flat.urls:
+            files += [f for f in [await self.download(url) for url in flat.urls] if f]
+        return files
+
     async def _uploads(self, cookie: str, org: str, conv: str, files) -> list[str]:
         ids = []
-        for item in files:
+        for name, media_type, content in files:
             try:
-                content = base64.b64decode(item.data_b64, validate=False)
                 resp = await self._call("POST", f"api/{org}/upload", cookie, f"chat/{conv}",
-                                        files=[("file", item.name, item.media_type, content)])
+                                        files=[("file", name, media_type, content)])
                 try:
                     ids.append(json.loads(await resp.read())["file_uuid"])
                 finally:
                     await resp.close()
             except (AttemptFailed, ValueError, KeyError, TypeError, *TRANSPORT_ERRORS) as exc:
-                log.warning("upload of %s skipped: %s", item.name, exc)  # §6.3: request goes on
+                log.warning("upload of %s skipped: %s", name, exc)  # §6.3: request goes on
         return ids
 
     # ----- the retry loop (§15.2)
@@ -201,7 +233,8 @@ class ClaudeWeb:
         for warning in flat.warnings:
             log.warning("%s", warning)
         # §16.1: the input estimate is that of the prompt actually sent, plus images
-        input_tokens = tokens.estimate_text(flat.text) + IMAGE_TOKENS * len(flat.files)
+        files = await self._files(flat)  # decoded (and downloaded) once, uploaded per attempt
+        input_tokens = tokens.estimate_text(flat.text) + IMAGE_TOKENS * len(files)
         raw = not stream and cfg.web_rendering_mode == "raw"
         retry = (cfg.tables.get("retry") or {}) if isinstance(cfg.tables, dict) else {}
         started, tried, last, transient = self._clock(), set(), None, 0
@@ -214,7 +247,7 @@ class ClaudeWeb:
             if attempt:
                 log.info("[RETRY] attempt: %d", attempt + 1)
             try:
-                return await self._start(cookie, req, flat, raw=raw, echo_model=echo_model,
+                return await self._start(cookie, req, flat, files, raw=raw, echo_model=echo_model,
                                          input_tokens=input_tokens)
             except AttemptFailed as exc:
                 if exc.outcome.action in (ue.TRANSIENT, ue.CLIENT, ue.BLOCKED):
@@ -263,11 +296,11 @@ class ClaudeWeb:
         detail = f" ({invalid} cookies are invalid; see the admin page)" if invalid else ""
         return errors.NoCredential(f"No cookie available{detail}")
 
-    async def _start(self, cookie: str, req: dict, flat, *, raw: bool, echo_model: str,
+    async def _start(self, cookie: str, req: dict, flat, files, *, raw: bool, echo_model: str,
                      input_tokens: int) -> "WebStream":
         self.pool.acquire(cookie)
         try:
-            resp = await self._attempt(cookie, req, flat, raw=raw)
+            resp = await self._attempt(cookie, req, flat, files, raw=raw)
             processor = (web.RawEvents if raw else web.WebEvents)(
                 model=echo_model, msg_id=f"msg_{uuid.uuid4().hex[:24]}", input_tokens=input_tokens,
                 stops=req.get("stop_sequences") or [])

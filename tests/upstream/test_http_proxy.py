@@ -231,10 +231,11 @@ async def test_http_proxy_relays_plain_and_streamed(target, backend, creds):
 
 @pytest.mark.parametrize("backend", [
     pytest.param("aiohttp", marks=pytest.mark.xfail(strict=True, reason=(
-        "QUIRK inherited from aiohttp: credentials taken from the proxy URL are Basic-encoded as "
-        "latin-1 (aiohttp.BasicAuth default), so a non-ASCII proxy password reaches the proxy as "
-        "different bytes than curl (UTF-8) sends; fix: pass proxy_auth=BasicAuth(..., "
-        "encoding='utf-8') and the bare proxy URL"))),
+        "QUIRK inherited from aiohttp: credentials in the proxy URL are Basic-encoded as latin-1 "
+        "(BasicAuth's default), curl sends UTF-8, so a non-ASCII proxy password differs by "
+        "backend. Fix: strip them from the URL and send aiohttp.encode_basic_auth(user, pw) "
+        "(UTF-8) as Proxy-Authorization: in `headers` for http:// targets, in `proxy_headers` "
+        "for https:// (CONNECT)."))),
     "curl_cffi",
 ])
 async def test_http_proxy_non_ascii_password_is_utf8(target, backend):
@@ -364,11 +365,13 @@ async def test_aiohttp_socks_without_extra_logs_and_connects_directly(target, ca
 
 
 @pytest.mark.skipif(HAS_AIOHTTP_SOCKS, reason="aiohttp-socks installed: covered below")
-@pytest.mark.xfail(strict=True, raises=aiohttp.ClientError, reason=(
-    "BUG clewdr_lite/upstream/http.py AiohttpClient.request: `proxy` is computed from self._socks "
-    "BEFORE self._get() builds the connector, which on ImportError sets self._socks = False. The "
-    "first request goes direct; every later one passes the socks5:// URL to aiohttp as an HTTP "
-    "proxy, so aiohttp speaks HTTP to the SOCKS port and fails."))
+@pytest.mark.xfail(strict=True, raises=aiohttp.ClientResponseError, reason=(
+    "BUG clewdr_lite/upstream/http.py AiohttpClient: on ImportError _connector() sets "
+    "self._socks = False but keeps self.proxy = 'socks5://…'. The first request computed "
+    "proxy=None before _get() ran, so it goes direct; every later one passes the socks5 URL to "
+    "aiohttp as an HTTP proxy, which sends `GET http://…` to the SOCKS port and fails on the "
+    "b'\\x05\\xff' reply (ClientResponseError 'Bad status line'). Fix: also set self.proxy = None "
+    "there (after logging)."))
 async def test_aiohttp_socks_without_extra_keeps_connecting_directly(target, caplog):
     caplog.set_level(logging.ERROR, logger="clewdr_lite.http")
     async with ForwardProxy("socks5") as proxy, client("aiohttp", proxy.url) as c:
