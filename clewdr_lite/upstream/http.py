@@ -8,12 +8,14 @@ imported on first use only (it costs ~40 ms and ~6 MB at start-up, edge.md §1).
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import json as _json
 import logging
 import os
 import ssl
 from typing import AsyncIterator, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -77,15 +79,31 @@ class Response:
         await self._closer()
 
 
+def _split_credentials(proxy: str | None) -> tuple[str | None, dict]:
+    """Proxy URL without its user:password, and the Proxy-Authorization header in UTF-8.
+
+    aiohttp encodes URL credentials as latin-1; curl (and proxies) expect UTF-8.
+    """
+    if not proxy or "@" not in proxy:
+        return proxy, {}
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return proxy, {}
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, {"Proxy-Authorization": "Basic " + base64.b64encode(pair).decode()}
+
+
 class AiohttpClient:
     """Plain aiohttp client with one shared connection pool."""
 
     backend = "aiohttp"
 
     def __init__(self, proxy: str | None = None) -> None:
-        self.proxy = proxy
-        self._session: aiohttp.ClientSession | None = None
         self._socks = bool(proxy and proxy.startswith("socks"))
+        self.proxy, self._proxy_auth = (proxy, {}) if self._socks else _split_credentials(proxy)
+        self._session: aiohttp.ClientSession | None = None
 
     def _get(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -104,6 +122,7 @@ class AiohttpClient:
                 log.error("proxy %s needs the [socks] extra (aiohttp-socks) when curl_cffi is "
                           "absent; connecting directly", self.proxy.split("@")[-1])
                 self._socks = False
+                self.proxy = None  # aiohttp would otherwise speak HTTP to the SOCKS port
         return aiohttp.TCPConnector(ssl=ssl_context(), limit=0, ttl_dns_cache=300)
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
@@ -119,8 +138,14 @@ class AiohttpClient:
         elif json is not None:
             body = _json.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
         proxy = None if (self._socks or not self.proxy) else self.proxy
+        extra = {}
+        if proxy and self._proxy_auth:
+            if url.startswith("https:"):
+                extra["proxy_headers"] = self._proxy_auth  # sent on CONNECT
+            else:
+                headers = {**(headers or {}), **self._proxy_auth}
         ctx = self._get().request(method, url, headers=headers, data=body, proxy=proxy,
-                                  allow_redirects=False)
+                                  allow_redirects=False, **extra)
         resp = await asyncio.wait_for(ctx, HEADERS_TIMEOUT)
 
         async def reader():
@@ -193,9 +218,10 @@ class CurlClient:
         return Response(resp.status_code, resp.headers, reader, closer)
 
     async def close(self) -> None:
-        """Close the session."""
+        """Close the session (a later request opens a new one)."""
         if self._session is not None:
-            await self._session.close()
+            session, self._session = self._session, None
+            await session.close()
 
 
 def make_client(backend: str, proxy: str | None):

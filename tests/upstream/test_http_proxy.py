@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import datetime as dt
-import importlib.util
 import ipaddress
 import logging
 import ssl
@@ -21,7 +21,6 @@ from tests.fakes.forward_proxy import ForwardProxy
 
 STREAM_PARTS = (b"first\n", b"second\n", b"third\n")
 GUARD = 10.0  # seconds: only turns a hang (a buffering proxy) into a failure, never paces a test
-HAS_AIOHTTP_SOCKS = importlib.util.find_spec("aiohttp_socks") is not None
 RELEASE = web.AppKey("release", asyncio.Event)
 
 
@@ -230,12 +229,7 @@ async def test_http_proxy_relays_plain_and_streamed(target, backend, creds):
 
 
 @pytest.mark.parametrize("backend", [
-    pytest.param("aiohttp", marks=pytest.mark.xfail(strict=True, reason=(
-        "QUIRK inherited from aiohttp: credentials in the proxy URL are Basic-encoded as latin-1 "
-        "(BasicAuth's default), curl sends UTF-8, so a non-ASCII proxy password differs by "
-        "backend. Fix: strip them from the URL and send aiohttp.encode_basic_auth(user, pw) "
-        "(UTF-8) as Proxy-Authorization: in `headers` for http:// targets, in `proxy_headers` "
-        "for https:// (CONNECT)."))),
+    "aiohttp",
     "curl_cffi",
 ])
 async def test_http_proxy_non_ascii_password_is_utf8(target, backend):
@@ -349,8 +343,13 @@ async def test_socks5_refuses_non_loopback_targets():
 
 # ---- SOCKS with the aiohttp backend ---------------------------------------------------------
 
-@pytest.mark.skipif(HAS_AIOHTTP_SOCKS, reason="aiohttp-socks installed: covered below")
-async def test_aiohttp_socks_without_extra_logs_and_connects_directly(target, caplog):
+@pytest.fixture
+def no_aiohttp_socks(monkeypatch):
+    """Make `import aiohttp_socks` fail, as on a machine without the [socks] extra."""
+    monkeypatch.setitem(sys.modules, "aiohttp_socks", None)
+
+
+async def test_aiohttp_socks_without_extra_logs_and_connects_directly(target, caplog, no_aiohttp_socks):
     caplog.set_level(logging.ERROR, logger="clewdr_lite.http")
     async with ForwardProxy("socks5", "user", "secret") as proxy, \
             client("aiohttp", proxy.url) as c:
@@ -364,15 +363,7 @@ async def test_aiohttp_socks_without_extra_logs_and_connects_directly(target, ca
     assert "secret" not in caplog.text  # credentials are not logged
 
 
-@pytest.mark.skipif(HAS_AIOHTTP_SOCKS, reason="aiohttp-socks installed: covered below")
-@pytest.mark.xfail(strict=True, raises=aiohttp.ClientResponseError, reason=(
-    "BUG clewdr_lite/upstream/http.py AiohttpClient: on ImportError _connector() sets "
-    "self._socks = False but keeps self.proxy = 'socks5://…'. The first request computed "
-    "proxy=None before _get() ran, so it goes direct; every later one passes the socks5 URL to "
-    "aiohttp as an HTTP proxy, which sends `GET http://…` to the SOCKS port and fails on the "
-    "b'\\x05\\xff' reply (ClientResponseError 'Bad status line'). Fix: also set self.proxy = None "
-    "there (after logging)."))
-async def test_aiohttp_socks_without_extra_keeps_connecting_directly(target, caplog):
+async def test_aiohttp_socks_without_extra_keeps_connecting_directly(target, caplog, no_aiohttp_socks):
     caplog.set_level(logging.ERROR, logger="clewdr_lite.http")
     async with ForwardProxy("socks5") as proxy, client("aiohttp", proxy.url) as c:
         await get_json(c, f"{target.origin}/json")
@@ -381,7 +372,6 @@ async def test_aiohttp_socks_without_extra_keeps_connecting_directly(target, cap
     assert len([r for r in caplog.records if r.name == "clewdr_lite.http"]) == 1
 
 
-@pytest.mark.skipif(not HAS_AIOHTTP_SOCKS, reason="needs the optional aiohttp-socks")
 @pytest.mark.parametrize("creds", [None, ("user", "pass")], ids=["open", "user-pass"])
 async def test_aiohttp_through_socks5_with_extra(target, creds):
     user, password = creds or (None, None)
