@@ -7,7 +7,8 @@ States (claude-web.md §14): valid (in the round-robin queue), exhausted (parked
 
 from __future__ import annotations
 
-from collections import deque
+import copy
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -50,6 +51,51 @@ def _zero_windows(record: dict) -> None:
             record[name] = {column: 0 for column in COLUMNS}
 
 
+STICKY_MAX = 1000
+STICKY_IDLE_S = 3600.0
+
+
+class StickyMap:
+    """Sticky key → cookie: an LRU of at most STICKY_MAX entries, forgotten after an idle hour."""
+
+    def __init__(self) -> None:
+        self._map: OrderedDict = OrderedDict()  # key -> (cookie, last used)
+
+    def get(self, key: str, now: float) -> str | None:
+        """The remembered cookie, unless the entry idled out."""
+        entry = self._map.get(key)
+        if entry is None:
+            return None
+        if now - entry[1] > STICKY_IDLE_S:
+            del self._map[key]
+            return None
+        return entry[0]
+
+    def bind(self, key: str, cookie: str, now: float) -> None:
+        """Remember (or refresh) `key` → `cookie`; overflow purges expired entries, then the LRU."""
+        self._map[key] = (cookie, now)
+        self._map.move_to_end(key)
+        if len(self._map) > STICKY_MAX:
+            for stale in [k for k, (_, used) in self._map.items() if now - used > STICKY_IDLE_S]:
+                del self._map[stale]
+            while len(self._map) > STICKY_MAX:
+                self._map.popitem(last=False)
+
+    def forget(self, cookie: str) -> None:
+        """Drop every key bound to `cookie`."""
+        for key in [k for k, (c, _) in self._map.items() if c == cookie]:
+            del self._map[key]
+
+    def __getitem__(self, key: str) -> str:
+        return self._map[key][0]
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __eq__(self, other) -> bool:
+        return {k: c for k, (c, _) in self._map.items()} == other
+
+
 @dataclass
 class CookiePool:
     """The cookie pool of claude-web.md §14–15; `version` grows with every durable change."""
@@ -60,7 +106,7 @@ class CookiePool:
     max_concurrent: int = 0
     version: int = 0
     inflight: dict = field(default_factory=dict)     # cookie -> requests in flight
-    sticky: dict = field(default_factory=dict)       # sticky key -> cookie
+    sticky: StickyMap = field(default_factory=StickyMap)
 
     @classmethod
     def from_records(cls, cookies: Iterable[dict], wasted: Iterable[dict], *, now: float,
@@ -72,11 +118,11 @@ class CookiePool:
             if record["cookie"] in seen:
                 continue
             seen.add(record["cookie"])
-            (pool.exhausted if record.get("reset_time") else pool.valid).append(dict(record))
+            (pool.exhausted if record.get("reset_time") else pool.valid).append(copy.deepcopy(record))
         for record in wasted:
             if record["cookie"] not in seen:
                 seen.add(record["cookie"])
-                pool.invalid.append(dict(record))
+                pool.invalid.append(copy.deepcopy(record))
         pool.unpark_due(now)
         pool.version = 0
         return pool
@@ -104,7 +150,7 @@ class CookiePool:
 
     def snapshot(self) -> tuple[list[dict], list[dict]]:
         """(`cookie_array`, `wasted_cookie`) as they are saved."""
-        return [dict(r) for r in (*self.valid, *self.exhausted)], [dict(r) for r in self.invalid]
+        return copy.deepcopy([*self.valid, *self.exhausted]), copy.deepcopy(self.invalid)
 
     # ----- selection
     def unpark_due(self, now: float) -> int:
@@ -127,21 +173,30 @@ class CookiePool:
         return not (self.max_concurrent and self.inflight.get(record["cookie"], 0) >= self.max_concurrent)
 
     def pick(self, now: float, *, exclude: Iterable[str] = (), need_code: bool = False,
-             sticky_key: str | None = None) -> dict | None:
-        """Choose a cookie for one attempt (claude-web.md §15.1), or None when none is usable."""
+             sticky_key: str | None = None, sticky_keys: Iterable[str] = ()) -> dict | None:
+        """Choose a cookie for one attempt (claude-web.md §15.1, claude-code.md §9), or None."""
         self.unpark_due(now)
         exclude = set(exclude)
-        if sticky_key is not None:
-            cookie = self.sticky.get(sticky_key)
-            record = next((r for r in self.valid if r["cookie"] == cookie), None)
+        keys = [*sticky_keys, *([sticky_key] if sticky_key is not None else [])]
+        chosen = None
+        for key in keys:  # the first key that maps to a usable cookie wins
+            cookie = self.sticky.get(key, now)
+            record = next((r for r in self.valid if r["cookie"] == cookie), None) if cookie else None
             if record is not None and self._usable(record, exclude, need_code):
-                return record
+                chosen = record
+                break
+        if chosen is None:
+            chosen = self._rotate(exclude, need_code)
+        if chosen is not None:
+            for key in keys:
+                self.sticky.bind(key, chosen["cookie"], now)
+        return chosen
+
+    def _rotate(self, exclude: set, need_code: bool) -> dict | None:
         for _ in range(len(self.valid)):
             record = self.valid.popleft()
             self.valid.append(record)
             if self._usable(record, exclude, need_code):
-                if sticky_key is not None:
-                    self.sticky[sticky_key] = record["cookie"]
                 return record
         return None
 
@@ -158,8 +213,8 @@ class CookiePool:
             self.inflight.pop(cookie, None)
 
     # ----- state changes
-    def _take(self, cookie: str) -> dict | None:
-        for collection in (self.valid, self.exhausted, self.invalid):
+    def _take(self, cookie: str, collections=None) -> dict | None:
+        for collection in collections or (self.valid, self.exhausted, self.invalid):
             for record in collection:
                 if record["cookie"] == cookie:
                     collection.remove(record)
@@ -167,13 +222,11 @@ class CookiePool:
         return None
 
     def park(self, cookie: str, until: int, *, error: str | None = None) -> bool:
-        """Exhausted until `until` (epoch s): 429 or a restriction flag."""
-        record = self._take(cookie)
+        """Exhausted until `until` (epoch s): 429 or a restriction flag. An invalid cookie stays invalid."""
+        record = self._take(cookie, (self.valid, self.exhausted))
         if record is None:
             return False
-        if "reason" in record:  # was invalid: parking does not revive it
-            self.invalid.append(record)
-            return False
+        record.pop("reason", None)
         record["reset_time"] = int(until)
         if error:
             record["last_error"] = error[:200]
@@ -225,7 +278,7 @@ class CookiePool:
         """Delete a cookie from every state."""
         if self._take(cookie) is None:
             return False
-        self.sticky = {k: v for k, v in self.sticky.items() if v != cookie}
+        self.sticky.forget(cookie)
         self.version += 1
         return True
 

@@ -149,3 +149,23 @@ async def test_check_cookies_classifies_and_saves(tmp_path, fake_web):
     assert [t["cookie"] for t in doc["cookie_array"]] == [good]
     assert {t["cookie"]: t["reason"] for t in doc["wasted_cookie"]} == {banned: "Banned", gone: "Null"}
     assert path.read_text().startswith("# my cookies\n")
+
+
+async def test_no_fs_writes_nothing(tmp_path):
+    path = tmp_path / "clewdr.toml"
+    async with Server("-c", str(path), env={"CLEWDR_NO_FS": "true", "CLEWDR_LOG_TO_FILE": "true"}) as server:
+        password = server.line("API Password")
+        assert len(password) == 64  # regenerated every start, so always shown
+        await server.stop()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_log_to_file_in_log_dir(tmp_path):
+    path, logs = tmp_path / "clewdr.toml", tmp_path / "logs"
+    async with Server("-c", str(path), "-l", str(logs), env={"CLEWDR_LOG_TO_FILE": "true"}) as server:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{server.port}/v1/messages", json={}) as r:
+                assert r.status == 401
+        await server.stop()
+    text = (logs / "clewdr.log").read_text()
+    assert "401 on POST /v1/messages" in text

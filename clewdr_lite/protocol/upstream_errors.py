@@ -44,7 +44,7 @@ def read_body(body: bytes) -> ErrorBody:
     text = body.decode("utf-8", "replace")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON from a broken mirror
         return ErrorBody(text.strip()[:500] or "empty error body", None, None)
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, str):
@@ -56,9 +56,11 @@ def read_body(body: bytes) -> ErrorBody:
     if isinstance(message, str) and message[:1] in "{[":
         try:
             detail = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):
             detail = None
-    if not isinstance(message, str):
+    if message is None:
+        message = f"Unknown error: {text.strip()[:500]}"
+    elif not isinstance(message, str):
         message = json.dumps(message, ensure_ascii=False)
     kind = err.get("type") if isinstance(err.get("type"), str) else None
     return ErrorBody(message, kind, detail)

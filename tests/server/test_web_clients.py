@@ -168,3 +168,10 @@ async def test_pdf_document_is_uploaded(fake_web, start_proxy):
             {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}},
             {"type": "text", "text": "summarise"}]}]})
     assert [(u.filename, u.content_type) for u in fake_web.uploads] == [("document.pdf", "application/pdf")]
+
+
+async def test_global_web_search_switch(fake_web, start_proxy):
+    proxy = await start(fake_web, start_proxy, web_search=True)
+    await call(proxy, "POST", "/v1/messages", {"model": MODEL, "max_tokens": 10,
+                                               "messages": [{"role": "user", "content": "x"}]})
+    assert fake_web.completions[-1]["tools"] == [{"name": "web_search", "type": "web_search_v0"}]
