@@ -286,3 +286,211 @@ class CookiePool:
 def backoff_delay(attempt: int, *, base: float, cap: float, rand: float) -> float:
     """Full-jitter exponential backoff before retry `attempt` (1, 2, …): rand × min(cap, base·2ⁿ⁻¹)."""
     return rand * min(cap, base * (2 ** (attempt - 1)))
+
+
+# ── API-key pools (gateway.md §5) ───────────────────────────────────────────────────────────
+
+ACTIVE, COOLING, DISABLED = "active", "cooling", "disabled"
+# Fields a key table may carry that the pool itself reads and writes back (gemini.md §4.1 names)
+_KEY_FIELDS = frozenset({"key", "priority", "weight", "enabled", "disabled_reason",
+                         "cooldown_until", "cooldown_reason"})
+
+
+def weighted_choice(weights: list, rand: float) -> int:
+    """Index picked by cumulative weight for `rand` in [0, 1); with no positive weight, index 0."""
+    total = sum(weights)
+    if total <= 0:
+        return 0
+    point = min(max(rand, 0.0), 1.0) * total
+    running = 0.0
+    for index, weight in enumerate(weights):
+        running += weight
+        if point < running:
+            return index
+    return max(i for i, w in enumerate(weights) if w > 0)  # rand ≈ 1 and float rounding
+
+
+@dataclass
+class KeyEntry:
+    """One API key: its selection settings, its state, and the table fields it was read with."""
+
+    key: str
+    priority: int = 0
+    weight: float = 1
+    state: str = ACTIVE
+    until: float | None = None       # cooling: back at this epoch second
+    reason: str | None = None        # cooling or disabled: why
+    last_used: float | None = None   # not durable
+    extra: dict = field(default_factory=dict)  # other table fields (count_403, last_error …), kept
+    plain: bool = False              # written in the file as a bare string
+
+    def view(self) -> dict:
+        """The admin view of this entry: a plain dict."""
+        return {**self.extra, "key": self.key, "state": self.state, "priority": self.priority,
+                "weight": self.weight, "until": self.until, "reason": self.reason,
+                "last_used": self.last_used}
+
+    def record(self):
+        """The entry as it is saved: a bare string when it has nothing else to say."""
+        out = {"key": self.key, **self.extra}
+        if self.priority != 0:
+            out["priority"] = self.priority
+        if self.weight != 1:
+            out["weight"] = self.weight
+        if self.state == DISABLED:
+            out.update(enabled=False, disabled_reason=self.reason)
+        elif self.state == COOLING:
+            out.update(cooldown_until=int(self.until), cooldown_reason=self.reason)
+        return self.key if self.plain and len(out) == 1 else out
+
+
+def key_entry(item) -> KeyEntry | None:
+    """A KeyEntry from a `keys` item (a string or a table); None when it holds no usable key."""
+    if isinstance(item, str):
+        return KeyEntry(item.strip(), plain=True) if item.strip() else None
+    if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"].strip():
+        return None
+    entry = KeyEntry(item["key"].strip(), extra={k: copy.deepcopy(v) for k, v in item.items()
+                                                 if k not in _KEY_FIELDS})
+    priority, weight = item.get("priority", 0), item.get("weight", 1)
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        entry.priority = priority
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0:
+        entry.weight = weight
+    # `enabled`, when present, decides, so flipping it to true by hand re-enables a key
+    disabled = item["enabled"] is False if "enabled" in item else bool(item.get("disabled_reason"))
+    until = item.get("cooldown_until")
+    if disabled:
+        entry.state, entry.reason = DISABLED, str(item.get("disabled_reason") or "manual")
+    elif isinstance(until, (int, float)) and not isinstance(until, bool) and until > 0:
+        entry.state, entry.until = COOLING, float(until)
+        entry.reason = str(item.get("cooldown_reason") or "rate_limited")
+    return entry
+
+
+@dataclass
+class KeyPool:
+    """The keys of one API-key provider (gateway.md §5); `version` grows with every durable change."""
+
+    _entries: list = field(default_factory=list)  # KeyEntry, config order
+    version: int = 0
+
+    @classmethod
+    def from_keys(cls, keys: Iterable) -> "KeyPool":
+        """Build from a provider's `keys` (strings or tables); bad items and duplicates are skipped."""
+        pool = cls()
+        for item in keys:
+            entry = key_entry(item)
+            if entry is not None and pool.find(entry.key) is None:
+                pool._entries.append(entry)
+        return pool
+
+    # ----- queries
+    def find(self, key: str) -> KeyEntry | None:
+        """The entry of `key` (exact match)."""
+        return next((e for e in self._entries if e.key == key), None)
+
+    def entries(self) -> list[dict]:
+        """Every entry as a plain dict, in config order (admin view)."""
+        return [entry.view() for entry in self._entries]
+
+    def records(self) -> list:
+        """The provider's `keys` as they are saved (strings stay strings while they can)."""
+        return [entry.record() for entry in self._entries]
+
+    def counts(self, now: float | None = None) -> tuple[int, int, int]:
+        """(active, cooling, disabled); with `now`, expired cool-downs are lifted first."""
+        if now is not None:
+            self.refresh(now)
+        states = [e.state for e in self._entries]
+        return states.count(ACTIVE), states.count(COOLING), states.count(DISABLED)
+
+    def earliest_cooldown(self) -> float | None:
+        """The soonest end of a cool-down, or None when nothing is cooling."""
+        return min((e.until for e in self._entries if e.state == COOLING), default=None)
+
+    # ----- selection
+    def refresh(self, now: float) -> int:
+        """Make cooling keys whose time has come active again; how many were lifted."""
+        due = [e for e in self._entries if e.state == COOLING and e.until <= now]
+        for entry in due:
+            entry.state, entry.until, entry.reason = ACTIVE, None, None
+        if due:
+            self.version += 1
+        return len(due)
+
+    def pick(self, now: float, *, exclude: Iterable[str] = (), rand: float) -> KeyEntry | None:
+        """Choose a key for one attempt (gateway.md §5.2 steps 2–5), or None.
+
+        Weight-0 keys are a reserve for the whole pool: they are considered only when no
+        positive-weight key is usable, whatever its tier. Inside the lowest usable tier the
+        candidates are laid out least recently used first (then config order) before the weighted
+        draw, so the draw keeps each key's share while `rand` = 0, and an all-zero tier, take the
+        least recently used key. The caller reports the attempt with mark_used().
+        """
+        self.refresh(now)
+        excluded = set(exclude)
+        usable = [e for e in self._entries if e.state == ACTIVE and e.key not in excluded]
+        usable = [e for e in usable if e.weight > 0] or usable
+        if not usable:
+            return None
+        tier = min(e.priority for e in usable)
+        candidates = sorted((e for e in usable if e.priority == tier), key=_recency)
+        return candidates[weighted_choice([e.weight for e in candidates], rand)]
+
+    def mark_used(self, key: str, now: float) -> None:
+        """Record that `key` was just used (least-recently-used tie-break; not durable)."""
+        entry = self.find(key)
+        if entry is not None:
+            entry.last_used = now
+
+    # ----- state changes
+    def cool(self, key: str, until: float, reason: str) -> bool:
+        """Cooling until `until` (epoch s); a disabled key stays disabled."""
+        entry = self.find(key)
+        if entry is None or entry.state == DISABLED:
+            return False
+        entry.state, entry.until, entry.reason = COOLING, float(until), reason
+        self.version += 1
+        return True
+
+    def disable(self, key: str, reason: str) -> bool:
+        """Disabled with `reason` until enabled again by hand."""
+        entry = self.find(key)
+        if entry is None:
+            return False
+        entry.state, entry.until, entry.reason = DISABLED, None, reason
+        self.version += 1
+        return True
+
+    def enable(self, key: str) -> bool:
+        """Active again, whatever the state was."""
+        entry = self.find(key)
+        if entry is None:
+            return False
+        if entry.state != ACTIVE:
+            entry.state, entry.until, entry.reason = ACTIVE, None, None
+            self.version += 1
+        return True
+
+    def add(self, item) -> bool:
+        """Add a key (a string or a table); False when it is unusable or already present."""
+        entry = key_entry(item)
+        if entry is None or self.find(entry.key) is not None:
+            return False
+        self._entries.append(entry)
+        self.version += 1
+        return True
+
+    def remove(self, key: str) -> bool:
+        """Delete a key."""
+        entry = self.find(key)
+        if entry is None:
+            return False
+        self._entries.remove(entry)
+        self.version += 1
+        return True
+
+
+def _recency(entry: KeyEntry) -> float:
+    return float("-inf") if entry.last_used is None else entry.last_used

@@ -48,7 +48,7 @@ def new_msg_id() -> str:
     return "msg_" + uuid.uuid4().hex[:24]
 
 
-async def _local_answer(request: web.Request, dialect: str, req: dict, text: str, *,
+async def local_answer(request: web.Request, dialect: str, req: dict, text: str, *,
                         include_usage: bool = False) -> web.StreamResponse:
     """Answer without an upstream call, stream or not, in the caller's dialect."""
     config = request.app[STATE].config
@@ -93,9 +93,9 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
     config = state.config
     model, stream = req["model"], bool(req.get("stream"))
     if not stream and anthropic.is_hi(req):
-        return await _local_answer(request, dialect, req, anthropic.HI_TEXT)
+        return await local_answer(request, dialect, req, anthropic.HI_TEXT)
     if config.st_expressions_shortcut and anthropic.is_expressions_classifier(req):
-        return await _local_answer(request, dialect, req, "neutral", include_usage=include_usage)
+        return await local_answer(request, dialect, req, "neutral", include_usage=include_usage)
     ruled = anthropic.apply_model_rules(req)
     log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s", stream,
              len(ruled["messages"]), model, bool(ruled.get("thinking")),

@@ -14,6 +14,7 @@ from aiohttp import web
 from clewdr_lite.pool import CookiePool
 from clewdr_lite.protocol import claude_web as web_proto
 from clewdr_lite.upstream import http
+from clewdr_lite.upstream.claude_code import ClaudeCode
 from clewdr_lite.upstream.claude_web import ClaudeWeb
 
 log = logging.getLogger("clewdr_lite")
@@ -33,17 +34,23 @@ class State:
     http_backend: str
     started: float
     web: ClaudeWeb | None = None
+    code: Any = None
     clients: dict = field(default_factory=dict)
     saved_version: int = 0
     listing: tuple | None = None  # (pool version, built at, body) of GET /api/cookies
 
-    def client(self):
+    def client(self, backend: str | None = None):
         """The outbound client for the current `proxy` setting (rebuilt when it changes)."""
+        backend = backend or self.http_backend
         proxy = self.config.effective_proxy
-        client = self.clients.get(proxy)
+        client = self.clients.get((backend, proxy))
         if client is None:
-            client = self.clients[proxy] = http.make_client(self.http_backend, proxy)
+            client = self.clients[(backend, proxy)] = http.make_client(backend, proxy)
         return client
+
+    def plain(self):
+        """The plain aiohttp client: OAuth token calls and API upstreams need no browser fingerprint."""
+        return self.client("aiohttp")
 
     def set_config(self, config) -> None:
         """Swap in a new config value and tell the long-lived objects."""
@@ -76,7 +83,7 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
              http_backend: str = "auto", rand: Callable[[], float] = random.random,
              sleep=asyncio.sleep) -> web.Application:
     """Build the application around a Config value (DESIGN.md §2)."""
-    from clewdr_lite.server import admin, api, metrics, middleware, static
+    from clewdr_lite.server import admin, api, messages_api, metrics, middleware, static
 
     app = web.Application(client_max_size=int(config.max_body_mb * 1024 * 1024),
                           middlewares=[middleware.error_funnel, middleware.authenticate])
@@ -85,8 +92,10 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
                   http_backend=_backend(http_backend), started=clock())
     state.web = ClaudeWeb(config=lambda: state.config, pool=pool, client=state.client,
                           clock=clock, rand=rand, sleep=sleep)
+    state.code = ClaudeCode(web=state.web, config=lambda: state.config, plain=state.plain, clock=clock)
     app[STATE] = state
     api.setup(app)
+    messages_api.setup(app)
     admin.setup(app)
     metrics.setup(app)
     static.setup(app)
@@ -108,6 +117,7 @@ async def _background(app: web.Application):
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await state.code.close()
     await save_pool(state)
     for client in state.clients.values():
         await client.close()

@@ -108,7 +108,7 @@ class ClaudeWeb:
             await resp.close()
         raise AttemptFailed(ue.classify(resp.status, resp.headers, body, now=self._clock()))
 
-    async def _json(self, method: str, path: str, cookie: str, referer: str, json_body=None):
+    async def call_json(self, method: str, path: str, cookie: str, referer: str, json_body=None):
         resp = await self._call(method, path, cookie, referer, json_body=json_body)
         try:
             return json.loads(await resp.read() or b"null")
@@ -125,14 +125,14 @@ class ClaudeWeb:
         cached = self.accounts.get(cookie)
         if cached and cached.expires > now:
             return cached
-        boot = await self._json("GET", "api/bootstrap", cookie, "new")
+        boot = await self.call_json("GET", "api/bootstrap", cookie, "new")
         try:
             pro, reason, email, caps = web.read_bootstrap(boot, skip_non_pro=cfg.skip_non_pro)
         except errors.UpstreamError as exc:  # no membership with chat: not a cookie reason
             raise AttemptFailed(ue.Outcome(ue.CLIENT, exc)) from None
         if reason:
             raise AttemptFailed(_verdict_outcome(reason))
-        orgs = await self._json("GET", "api/organizations", cookie, "new")
+        orgs = await self.call_json("GET", "api/organizations", cookie, "new")
         org = web.choose_org(orgs if isinstance(orgs, list) else [])
         if org is None:
             raise AttemptFailed(ue.Outcome(ue.CLIENT, errors.UpstreamError(
@@ -155,7 +155,7 @@ class ClaudeWeb:
         conv = str(uuid.uuid4())  # always fresh (Clove's timestamp ids collide, §6.1)
         temporary = not cfg.preserve_chats
         stamp = datetime.fromtimestamp(self._clock(), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        created = await self._json("POST", f"api/organizations/{acct.org}/chat_conversations", cookie,
+        created = await self.call_json("POST", f"api/organizations/{acct.org}/chat_conversations", cookie,
                                    "new?incognito" if temporary else "new",
                                    web.create_body(conv, temporary=temporary, now_str=stamp))
         wanted = web.thinking_wanted(req) and acct.pro
@@ -236,19 +236,28 @@ class ClaudeWeb:
         files = await self._files(flat)  # decoded (and downloaded) once, uploaded per attempt
         input_tokens = tokens.estimate_text(flat.text) + IMAGE_TOKENS * len(files)
         raw = not stream and cfg.web_rendering_mode == "raw"
+
+        async def attempt(record: dict) -> "WebStream":
+            return await self._start(record["cookie"], req, flat, files, raw=raw, echo_model=echo_model,
+                                     input_tokens=input_tokens)
+        return await self.attempts(attempt)
+
+    async def attempts(self, attempt: Callable, *, need_code: bool = False, sticky_keys=()) -> Any:
+        """The retry loop of §15.2 over the cookie pool: one cookie per attempt, shared by Claude Code."""
+        cfg = self._config()
         retry = (cfg.tables.get("retry") or {}) if isinstance(cfg.tables, dict) else {}
         started, tried, last, transient = self._clock(), set(), None, 0
-        for attempt in range(cfg.max_retries + 1):
-            record = self.pool.pick(self._clock(), exclude=tried)
+        for number in range(cfg.max_retries + 1):
+            record = self.pool.pick(self._clock(), exclude=tried, need_code=need_code,
+                                    sticky_keys=sticky_keys)
             if record is None:
                 break
             cookie = record["cookie"]
             tried.add(cookie)
-            if attempt:
-                log.info("[RETRY] attempt: %d", attempt + 1)
+            if number:
+                log.info("[RETRY] attempt: %d", number + 1)
             try:
-                return await self._start(cookie, req, flat, files, raw=raw, echo_model=echo_model,
-                                         input_tokens=input_tokens)
+                return await attempt(record)
             except AttemptFailed as exc:
                 if exc.outcome.action in (ue.TRANSIENT, ue.CLIENT, ue.BLOCKED):
                     last = exc.outcome.error  # cookie reasons are told through the pool's state
@@ -261,7 +270,7 @@ class ClaudeWeb:
                     if self._clock() + delay - started > float(retry.get("budget_s", 30)):
                         break
                     await self._sleep(delay)
-        raise self._exhausted_error(last)
+        raise self._exhausted_error(last, need_code=need_code)
 
     def _settle(self, cookie: str, outcome: ue.Outcome) -> bool:
         """Apply an attempt's outcome to the pool; False when the loop must stop (§13, §15.2)."""
@@ -283,10 +292,13 @@ class ClaudeWeb:
         log.info("Valid: %d, Exhausted: %d, Invalid: %d", valid, exhausted, invalid)
         return True
 
-    def _exhausted_error(self, last: errors.ProxyError | None) -> errors.ProxyError:
+    def _exhausted_error(self, last: errors.ProxyError | None, *, need_code: bool = False) -> errors.ProxyError:
         if last is not None:
             return last
         valid, exhausted, invalid = self.pool.counts()
+        if need_code and valid and all(r.get("code_allowed") is False for r in self.pool.valid):
+            return errors.NoCredential("No cookie available for Claude Code: every valid cookie is web-only "
+                                       "(free account or OAuth not allowed for its organization)")
         if valid:
             return errors.RetriesExceeded("Retries exceeded")
         if exhausted:

@@ -1,0 +1,88 @@
+"""Routes served by Anthropic Messages upstreams: Claude Code (`/code/v1/*`) and API-key providers."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from clewdr_lite import errors
+from clewdr_lite.protocol import anthropic, openai
+from clewdr_lite.protocol.openai_stream import OpenAIStream
+from clewdr_lite.server.api import json_response, local_answer, read_json
+from clewdr_lite.server.app import STATE
+from clewdr_lite.server.streaming import send_stream
+from clewdr_lite.upstream.relay import RawOut
+
+log = logging.getLogger("clewdr_lite.api")
+
+
+async def respond(request: web.Request, result, dialect: str, *, model: str, stream: bool,
+                  include_usage: bool = False) -> web.StreamResponse:
+    """Write an upstream result (a MessagesStream or a message body) in the caller's dialect."""
+    config = request.app[STATE].config
+    if stream:
+        if dialect == errors.ANTHROPIC:
+            return await send_stream(request, result.raw(), RawOut())  # pass-through fast path
+        out = OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
+                           include_usage=include_usage, thinking_output=config.thinking_output)
+        return await send_stream(request, result.events(), out)
+    if dialect == errors.OPENAI:
+        return json_response(openai.from_hub(result, model=model, created=int(time.time()),
+                                             thinking_output=config.thinking_output))
+    return json_response(result)
+
+
+async def serve_code(request: web.Request, req: dict, dialect: str, *,
+                     include_usage: bool = False) -> web.StreamResponse:
+    """Hi check → Claude Code retry loop → relay (claude-code.md §11)."""
+    state = request.app[STATE]
+    model, stream = req["model"], bool(req.get("stream"))
+    if not stream and anthropic.is_hi(req):
+        return await local_answer(request, dialect, req, anthropic.HI_TEXT)
+    log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s, upstream: claude_code",
+             stream, len(req["messages"]), model, bool(req.get("thinking")),
+             "OpenAI" if dialect == errors.OPENAI else "Claude")
+    result = await state.code.open(req, stream=stream, echo_model=model, client_headers=request.headers)
+    return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
+
+
+async def code_messages(request: web.Request) -> web.StreamResponse:
+    """POST /code/v1/messages."""
+    return await serve_code(request, anthropic.validate(await read_json(request)), errors.ANTHROPIC)
+
+
+async def code_chat(request: web.Request) -> web.StreamResponse:
+    """POST /code/v1/chat/completions: OpenAI in, Claude Code upstream, OpenAI out."""
+    body = await read_json(request)
+    hub = anthropic.prepare_for_api(openai.to_hub(body), request.app[STATE].config.first_user_placeholder)
+    return await serve_code(request, hub, errors.OPENAI, include_usage=openai.include_usage(body))
+
+
+def count_request(body: dict) -> dict:
+    """A count_tokens body: model and messages required, the rest passed on."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise errors.BadRequest("model: field required (a string)")
+    if not isinstance(body.get("messages"), list):
+        raise errors.BadRequest("messages: field required (a list)")
+    return body
+
+
+async def code_count_tokens(request: web.Request) -> web.Response:
+    """POST /code/v1/messages/count_tokens: upstream count, a local estimate as fallback."""
+    req = count_request(await read_json(request))
+    return json_response(await request.app[STATE].code.count_tokens(req, request.headers))
+
+
+def setup(app: web.Application) -> None:
+    """Register the Claude Code routes (bound to the claude_code provider)."""
+    from clewdr_lite.server import models
+
+    r = app.router
+    r.add_post("/code/v1/messages", code_messages)
+    r.add_post("/code/v1/messages/count_tokens", code_count_tokens)
+    r.add_post("/code/v1/chat/completions", code_chat)
+    r.add_get("/code/v1/models", models.list_models)
+    r.add_get("/code/v1/models/{model}", models.get_model)

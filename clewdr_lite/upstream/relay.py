@@ -1,0 +1,208 @@
+"""Relaying an Anthropic Messages stream: bytes passed through, or decoded into hub events.
+
+Pass-through (gateway.md §8): the upstream's bytes go to the client unchanged except the first
+event, `message_start`, whose `message.model` is set to the model the client sent (Claude Code
+stops replaying thinking when it differs, conversions.md §1.4). Every chunk still goes through the
+SSE decoder, so usage is read as it passes and the first content event can be recognised; only
+`message_start`, `message_delta` and `error` payloads are JSON-parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Callable
+
+from clewdr_lite.protocol import upstream_errors as ue
+from clewdr_lite.protocol.sse import SSEDecoder, encode_json
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS
+
+log = logging.getLogger("clewdr_lite.relay")
+
+HOLD_SECONDS = 10.0
+_PARSED = frozenset({"message_start", "message_delta", "error"})
+_CONTENT = frozenset({"content_block_start", "content_block_delta", "message_delta", "message_stop"})
+LOST = {"type": "error", "error": {"type": "api_error", "message": "upstream connection lost"}}
+
+
+class EarlyError(Exception):
+    """An in-stream error before any content: the attempt may be retried."""
+
+    def __init__(self, outcome: ue.Outcome) -> None:
+        super().__init__(outcome.error.message if outcome.error else "upstream error")
+        self.outcome = outcome
+
+
+class MessagesStream:
+    """One upstream Messages stream; call `prime()`, then iterate `raw()` or `events()` once."""
+
+    def __init__(self, resp, *, echo_model: str, on_done: Callable[[int, int], None]) -> None:
+        self._resp = resp
+        self._echo = echo_model
+        self._on_done = on_done
+        self._decoder = SSEDecoder()
+        self._chunks = resp.chunks()
+        self._held: list[bytes] = []
+        self._start_buf: list[bytes] = []
+        self._pending: asyncio.Task | None = None
+        self._started = False  # message_start rewritten
+        self._closed = False
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.saw_content = False
+        self.saw_stop = False
+
+    def _track(self, event: dict) -> None:
+        kind = event.get("type")
+        usage = (event.get("message") or {}).get("usage") if kind == "message_start" else event.get("usage")
+        if not isinstance(usage, dict):
+            return
+        if kind == "message_start":
+            self.input_tokens = sum(int(usage.get(k) or 0) for k in (
+                "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+        if usage.get("output_tokens") is not None:
+            self.output_tokens = int(usage["output_tokens"])  # cumulative: the last value wins
+
+    def _inspect(self, chunk: bytes) -> list[dict]:
+        """Decode a chunk; returns the parsed payloads of the events we read (start, delta, error)."""
+        parsed = []
+        for ev in self._decoder.feed(chunk):
+            if ev.event in _CONTENT:
+                self.saw_content = True
+                self.saw_stop = self.saw_stop or ev.event == "message_stop"
+            if ev.event in _PARSED:
+                try:
+                    data = json.loads(ev.data)
+                except ValueError:
+                    continue
+                self._track(data)
+                parsed.append(data)
+        return parsed
+
+    def _rewrite_start(self, chunk: bytes) -> bytes:
+        """Replace the leading message_start event's bytes with the echo-model version."""
+        for sep in (b"\n\n", b"\r\n\r\n"):
+            end = chunk.find(sep)
+            if end != -1:
+                break
+        head, rest = chunk[:end + len(sep)], chunk[end + len(sep):]
+        payloads = self._inspect(head)
+        if payloads and payloads[0].get("type") == "message_start":
+            message = payloads[0].setdefault("message", {})
+            message["model"] = self._echo
+            head = encode_json(payloads[0], event="message_start")
+        self._started = True
+        return head + (rest and self._filter(rest))
+
+    def _filter(self, chunk: bytes) -> bytes:
+        for payload in self._inspect(chunk):
+            if payload.get("type") == "error" and not self.saw_content:
+                raise EarlyError(ue.classify_event(payload))
+        return chunk
+
+    async def _next_raw(self) -> bytes:
+        chunk = await self._chunks.__anext__()
+        if self._started:
+            return self._filter(chunk)
+        self._start_buf.append(chunk)  # the first event may span chunks
+        pending = b"".join(self._start_buf)
+        if b"\n\n" not in pending and b"\r\n\r\n" not in pending:
+            return b""
+        self._start_buf = []
+        return self._rewrite_start(pending)
+
+    async def prime(self) -> None:
+        """Hold chunks until the first content event (or HOLD_SECONDS): early errors can retry."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLD_SECONDS
+        while not self.saw_content:
+            self._pending = self._pending or asyncio.ensure_future(self._next_raw())
+            done, _ = await asyncio.wait({self._pending}, timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                return
+            task, self._pending = self._pending, None
+            try:
+                data = task.result()
+            except StopAsyncIteration:
+                return
+            except EarlyError:
+                await self.aclose()
+                raise
+            if data:
+                self._held.append(data)
+
+    async def raw(self):
+        """The client's bytes: held chunks first, then the rest as it arrives."""
+        try:
+            for data in self._held:
+                yield data
+            self._held = []
+            while True:
+                if self._pending is not None:
+                    task, self._pending = self._pending, None
+                    data = await task
+                else:
+                    data = await self._next_raw()
+                if data:
+                    yield data
+        except StopAsyncIteration:
+            if self._start_buf:
+                yield b"".join(self._start_buf)
+            if not self.saw_stop:  # ended without message_stop: say so instead of a silent cut
+                yield encode_json(LOST, event="error")
+        except EarlyError as exc:
+            yield encode_json(ue_event(exc), event="error")
+        except TRANSPORT_ERRORS:
+            yield encode_json(LOST, event="error")
+        finally:
+            await self.aclose()
+
+    async def events(self):
+        """Hub events decoded from the same bytes (for dialect conversion)."""
+        decoder = SSEDecoder()
+        async for data in self.raw():
+            for ev in decoder.feed(data):
+                try:
+                    event = json.loads(ev.data)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    yield event
+
+    async def aclose(self) -> None:
+        """Abort the upstream (if still open) and report usage once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pending is not None:
+            self._pending.cancel()
+        await self._resp.close()
+        self._on_done(self.input_tokens, self.output_tokens)
+
+
+def ue_event(exc: EarlyError) -> dict:
+    """The in-stream error event for an error that arrived too late to retry."""
+    err = exc.outcome.error
+    return {"type": "error", "error": {"type": err.type if err else "api_error",
+                                       "message": err.message if err else "upstream error"}}
+
+
+class RawOut:
+    """Pass-through translator for send_stream: bytes in, bytes out; pings only between events."""
+
+    def __init__(self) -> None:
+        self._at_boundary = True
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes, unchanged."""
+        self._at_boundary = data.endswith(b"\n\n")
+        return data
+
+    def close(self) -> bytes:
+        """Nothing trails."""
+        return b""
+
+    def keepalive(self) -> bytes:
+        """A ping, never in the middle of an upstream event."""
+        return encode_json({"type": "ping"}, event="ping") if self._at_boundary else b""
