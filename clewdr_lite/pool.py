@@ -3,11 +3,15 @@
 A credential is a record dict (its persisted TOML table: `cookie`, `reset_time`, usage buckets, …).
 States (claude-web.md §14): valid (in the round-robin queue), exhausted (parked until
 `reset_time`), invalid (retired with a reason, kept as `{cookie, reason}`).
+
+API-key providers use `KeyPool` (gateway.md §5): keys that are active, cooling until T, or
+disabled with a reason, chosen by priority tier, weight and least recent use.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -324,6 +328,9 @@ class KeyEntry:
     extra: dict = field(default_factory=dict)  # other table fields (count_403, last_error …), kept
     plain: bool = False              # written in the file as a bare string
 
+    def __repr__(self) -> str:  # never print a whole secret into a log
+        return f"KeyEntry(…{self.key[-4:]}, {self.state}, priority={self.priority}, weight={self.weight})"
+
     def view(self) -> dict:
         """The admin view of this entry: a plain dict."""
         return {**self.extra, "key": self.key, "state": self.state, "priority": self.priority,
@@ -340,7 +347,7 @@ class KeyEntry:
         if self.state == DISABLED:
             out.update(enabled=False, disabled_reason=self.reason)
         elif self.state == COOLING:
-            out.update(cooldown_until=int(self.until), cooldown_reason=self.reason)
+            out.update(cooldown_until=math.ceil(self.until), cooldown_reason=self.reason)
         return self.key if self.plain and len(out) == 1 else out
 
 
@@ -372,7 +379,7 @@ def key_entry(item) -> KeyEntry | None:
 class KeyPool:
     """The keys of one API-key provider (gateway.md §5); `version` grows with every durable change."""
 
-    _entries: list = field(default_factory=list)  # KeyEntry, config order
+    _entries: list = field(default_factory=list, repr=False)  # KeyEntry, config order
     version: int = 0
 
     @classmethod

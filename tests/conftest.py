@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import string
 from contextlib import AsyncExitStack
 
@@ -23,6 +24,23 @@ def make_cookie(seed: int | str) -> str:
     digest = hashlib.sha512(str(seed).encode()).digest() * 2
     body = "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:86])
     return f"sk-ant-sid01-{body}-{body[:6]}AA"
+
+
+_LOCAL = ("127.", "::1", "localhost", "0.0.0.0")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test reaches the internet: resolving any non-loopback name fails loudly."""
+    real = socket.getaddrinfo
+    own = socket.gethostname()
+
+    def guarded(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else str(host or "")
+        if name and name != own and not name.startswith(_LOCAL):
+            raise OSError(f"test tried to reach {name}: tests must stay on loopback")
+        return real(host, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
 
 
 class FakeClock:

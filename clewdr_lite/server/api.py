@@ -9,7 +9,7 @@ import uuid
 
 from aiohttp import web
 
-from clewdr_lite import errors
+from clewdr_lite import errors, router
 from clewdr_lite.protocol import anthropic, openai, tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.openai_stream import OpenAIStream
@@ -72,30 +72,60 @@ def _stream_out(dialect: str, model: str, config, include_usage: bool):
                         include_usage=include_usage, thinking_output=config.thinking_output)
 
 
+def route_for(state, model: str, dialect: str, *, bound: str | None = None):
+    """Which provider serves `model` on this route (gateway.md §3.3)."""
+    aliases = state.config.tables.get("aliases") or {}
+    try:
+        return router.resolve(model, route_kind=dialect, bound=bound, providers=state.providers,
+                              aliases=aliases if isinstance(aliases, dict) else {}, default="claude_web")
+    except router.RouteError as exc:
+        raise errors.BadRequest(f"model {model!r}: {exc}") from None
+
+
+async def dispatch(request: web.Request, req: dict, dialect: str, *, original: dict,
+                   include_usage: bool = False) -> web.StreamResponse:
+    """Send an open-route request to the provider its model resolves to."""
+    from clewdr_lite.server import messages_api
+
+    state = request.app[STATE]
+    route = route_for(state, req["model"], dialect)
+    kind = state.provider(route.provider).type
+    if kind == "claude_web":
+        return await serve_web(request, {**req, "model": route.model}, dialect, original=original,
+                               include_usage=include_usage, echo_model=req["model"])
+    if kind == "claude_code":
+        return await messages_api.serve_code(request, {**req, "model": route.model}, dialect,
+                                             include_usage=include_usage, echo_model=req["model"])
+    if kind == "anthropic":
+        return await messages_api.serve_keys(request, req, dialect, route=route, include_usage=include_usage)
+    raise errors.BadRequest(f"model {req['model']!r} resolves to provider {route.provider!r} "
+                            f"(type {kind}), which this build cannot serve on this route yet")
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
-    """POST /v1/messages: Anthropic dialect over the claude.ai web upstream."""
+    """POST /v1/messages: Anthropic dialect, routed by model (claude.ai web by default)."""
     body = await read_json(request)
-    return await serve_web(request, anthropic.validate(body), errors.ANTHROPIC, original=body)
+    return await dispatch(request, anthropic.validate(body), errors.ANTHROPIC, original=body)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """POST /v1/chat/completions: OpenAI dialect over the claude.ai web upstream."""
+    """POST /v1/chat/completions: OpenAI dialect, routed by model (claude.ai web by default)."""
     body = await read_json(request)
     hub = openai.to_hub(body, warn=lambda text: log.debug("dropped: %s", text))
-    return await serve_web(request, hub, errors.OPENAI, original=body,
-                           include_usage=openai.include_usage(body))
+    return await dispatch(request, hub, errors.OPENAI, original=body, include_usage=openai.include_usage(body))
 
 
 async def serve_web(request: web.Request, req: dict, dialect: str, *, original: dict,
-                    include_usage: bool = False) -> web.StreamResponse:
+                    include_usage: bool = False, echo_model: str | None = None) -> web.StreamResponse:
     """Hi check → model rules → cookie retry loop → stream or aggregate in the caller's dialect."""
     state = request.app[STATE]
     config = state.config
-    model, stream = req["model"], bool(req.get("stream"))
+    model, stream = echo_model or req["model"], bool(req.get("stream"))
     if not stream and anthropic.is_hi(req):
-        return await local_answer(request, dialect, req, anthropic.HI_TEXT)
+        return await local_answer(request, dialect, {**req, "model": model}, anthropic.HI_TEXT)
     if config.st_expressions_shortcut and anthropic.is_expressions_classifier(req):
-        return await local_answer(request, dialect, req, "neutral", include_usage=include_usage)
+        return await local_answer(request, dialect, {**req, "model": model}, "neutral",
+                                  include_usage=include_usage)
     ruled = anthropic.apply_model_rules(req)
     log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s", stream,
              len(ruled["messages"]), model, bool(ruled.get("thinking")),

@@ -11,9 +11,11 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from clewdr_lite.pool import CookiePool
+from clewdr_lite.pool import CookiePool, KeyPool
+from clewdr_lite.providers import parse_providers
 from clewdr_lite.protocol import claude_web as web_proto
 from clewdr_lite.upstream import http
+from clewdr_lite.upstream.anthropic import AnthropicKeys
 from clewdr_lite.upstream.claude_code import ClaudeCode
 from clewdr_lite.upstream.claude_web import ClaudeWeb
 
@@ -35,8 +37,14 @@ class State:
     started: float
     web: ClaudeWeb | None = None
     code: Any = None
+    providers: tuple = ()
+    keyed: dict = field(default_factory=dict)  # provider name -> AnthropicKeys
+
+    def provider(self, name: str):
+        """The Provider value called `name`."""
+        return next(p for p in self.providers if p.name == name)
     clients: dict = field(default_factory=dict)
-    saved_version: int = 0
+    saved_version: tuple = ()
     listing: tuple | None = None  # (pool version, built at, body) of GET /api/cookies
 
     def client(self, backend: str | None = None):
@@ -93,6 +101,12 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
     state.web = ClaudeWeb(config=lambda: state.config, pool=pool, client=state.client,
                           clock=clock, rand=rand, sleep=sleep)
     state.code = ClaudeCode(web=state.web, config=lambda: state.config, plain=state.plain, clock=clock)
+    state.providers = parse_providers(config.tables, warn=log.warning)
+    for provider in state.providers:
+        if provider.type == "anthropic":
+            state.keyed[provider.name] = AnthropicKeys(
+                provider, KeyPool.from_keys(provider.keys), config=lambda: state.config,
+                client=state.plain, clock=clock, rand=rand, sleep=sleep)
     app[STATE] = state
     api.setup(app)
     messages_api.setup(app)
@@ -111,7 +125,7 @@ def _backend(choice: str) -> str:
 
 async def _background(app: web.Application):
     state = app[STATE]
-    state.saved_version = state.pool.version
+    state.saved_version = _versions(state)
     tasks = [asyncio.ensure_future(_persister(state)), asyncio.ensure_future(_ticker(state))]
     yield
     for task in tasks:
@@ -123,17 +137,37 @@ async def _background(app: web.Application):
         await client.close()
 
 
+def _versions(state: State) -> tuple:
+    return (state.pool.version, *(k.pool.version for k in state.keyed.values()))
+
+
 async def save_pool(state: State) -> None:
-    """Write the pool into clewdr.toml if it changed since the last write."""
-    version = state.pool.version
+    """Write the credential pools into clewdr.toml if they changed since the last write."""
+    version = _versions(state)
     if state.config_file is None or version == state.saved_version:
         return
     cookies, wasted = state.pool.snapshot()
+    settings = {}
+    if state.keyed and version[1:] != state.saved_version[1:]:
+        settings["providers"] = _providers_table(state)
     try:
-        await asyncio.to_thread(state.config_file.save, cookies=cookies, wasted=wasted)
+        await asyncio.to_thread(state.config_file.save, cookies=cookies, wasted=wasted,
+                                settings=settings or None)
         state.saved_version = version
     except OSError as exc:
         log.error("saving clewdr.toml failed: %s", exc)
+
+
+def _providers_table(state: State) -> list[dict]:
+    """The `[[providers]]` tables with each keyed provider's key states written back."""
+    tables = []
+    for raw in state.config.tables.get("providers") or []:
+        table = dict(raw)
+        keyed = state.keyed.get(str(table.get("name", "")).lower())
+        if keyed is not None:
+            table["keys"] = keyed.pool.records()
+        tables.append(table)
+    return tables
 
 
 async def _persister(state: State) -> None:

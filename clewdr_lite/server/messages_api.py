@@ -35,17 +35,34 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
     return json_response(result)
 
 
-async def serve_code(request: web.Request, req: dict, dialect: str, *,
-                     include_usage: bool = False) -> web.StreamResponse:
+def _log_request(req: dict, dialect: str, model: str, upstream: str) -> None:
+    log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s, upstream: %s",
+             bool(req.get("stream")), len(req["messages"]), model, bool(req.get("thinking")),
+             "OpenAI" if dialect == errors.OPENAI else "Claude", upstream)
+
+
+async def serve_code(request: web.Request, req: dict, dialect: str, *, include_usage: bool = False,
+                     echo_model: str | None = None) -> web.StreamResponse:
     """Hi check → Claude Code retry loop → relay (claude-code.md §11)."""
     state = request.app[STATE]
-    model, stream = req["model"], bool(req.get("stream"))
+    model, stream = echo_model or req["model"], bool(req.get("stream"))
     if not stream and anthropic.is_hi(req):
-        return await local_answer(request, dialect, req, anthropic.HI_TEXT)
-    log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s, upstream: claude_code",
-             stream, len(req["messages"]), model, bool(req.get("thinking")),
-             "OpenAI" if dialect == errors.OPENAI else "Claude")
+        return await local_answer(request, dialect, {**req, "model": model}, anthropic.HI_TEXT)
+    _log_request(req, dialect, model, "claude_code")
     result = await state.code.open(req, stream=stream, echo_model=model, client_headers=request.headers)
+    return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
+
+
+async def serve_keys(request: web.Request, req: dict, dialect: str, *, route,
+                     include_usage: bool = False) -> web.StreamResponse:
+    """An `anthropic` API-key provider: key rotation, pass-through relay (gateway.md §2.3, §8)."""
+    state = request.app[STATE]
+    model, stream = req["model"], bool(req.get("stream"))
+    _log_request(req, dialect, model, route.provider)
+    if dialect == errors.OPENAI:
+        req = anthropic.prepare_for_api(req, state.config.first_user_placeholder)
+    result = await state.keyed[route.provider].open(req, model=route.model, stream=stream, echo_model=model,
+                                                    client_headers=request.headers)
     return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
 
 

@@ -78,7 +78,10 @@ class ClaudeCode:
     async def _token_call(self, form: list[tuple[str, str]]) -> tuple[int, bytes]:
         """POST the form to the token URL; on 429 or 404 try the next known URL (§2, §3.3)."""
         status, body = 0, b""
-        for url in cc.token_url_candidates(self._config().claude_code_token_url):
+        configured = self._config().claude_code_token_url
+        # the official hosts stand in for each other; a mirror (or a test) is only retried itself
+        official = configured.rstrip("/") in {u.rstrip("/") for u in cc.TOKEN_URLS}
+        for url in cc.token_url_candidates(configured) if official else [configured, configured]:
             try:
                 resp = await self._plain().request("POST", url, headers=cc.token_headers(self._ua()),
                                                    data=urlencode(form).encode())
