@@ -160,11 +160,19 @@ async def aggregate(events) -> dict:
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """POST /v1/messages/count_tokens: a local estimate that errs high (no network)."""
-    body = await read_json(request)
-    if not isinstance(body.get("messages"), list):
-        raise errors.BadRequest("messages: field required (a list)")
-    return json_response({"input_tokens": tokens.estimate_request(body)})
+    """POST /v1/messages/count_tokens: the model's provider counts; claude.ai gets a local estimate."""
+    from clewdr_lite.server.messages_api import count_request
+
+    state = request.app[STATE]
+    body = count_request(await read_json(request))
+    route = route_for(state, body["model"], errors.ANTHROPIC)
+    kind = state.provider(route.provider).type
+    if kind == "anthropic":
+        return json_response(await state.keyed[route.provider].count_tokens(
+            body, model=route.model, client_headers=request.headers))
+    if kind == "claude_code":
+        return json_response(await state.code.count_tokens({**body, "model": route.model}, request.headers))
+    return json_response({"input_tokens": tokens.estimate_request(body)})  # errs high, no network
 
 
 @public

@@ -1,0 +1,162 @@
+"""Anthropic API-key provider: pass-through, key rotation, cool-down, routing by model."""
+
+from __future__ import annotations
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+
+from clewdr_lite.protocol.sse import SSEDecoder
+from tests.conftest import PASSWORD
+from tests.fakes.anthropic_api import FakeAnthropic, Script, ToolCall
+
+MODEL = "claude-sonnet-4-6"
+MSG = [{"role": "user", "content": "hello there"}]
+K1, K2 = "sk-ant-api03-" + "a" * 40, "sk-ant-api03-" + "b" * 40
+
+
+@pytest.fixture
+async def api(clock):
+    async with FakeAnthropic(clock=clock) as fake:
+        yield fake
+
+
+async def keyed(start_proxy, api, keys=(K1, K2), **extra):
+    provider = {"name": "console", "type": "anthropic", "base_url": api.origin, "keys": list(keys),
+                "models": ["claude-*"], **extra}
+    return await start_proxy({"providers": [provider]})
+
+
+def client(proxy) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0)
+
+
+async def test_routed_by_model_glob_stream_and_not(api, start_proxy):
+    for key in (K1, K2):
+        api.add_key(key)
+    proxy = await keyed(start_proxy, api)
+    api.reply = Script(text=["pass ", "through"], thinking="hmm",
+                       tools=[ToolCall("calc", {"expr": "1+1"})])
+    async with client(proxy) as c:
+        msg = await c.messages.create(model=MODEL, max_tokens=3000, messages=MSG,
+                                      thinking={"type": "enabled", "budget_tokens": 1024})
+        async with c.messages.stream(model=MODEL, max_tokens=3000, messages=MSG,
+                                     thinking={"type": "enabled", "budget_tokens": 1024}) as s:
+            streamed = await s.get_final_message()
+    for m in (msg, streamed):
+        assert [b.type for b in m.content] == ["thinking", "text", "tool_use"]
+        assert m.content[2].input == {"expr": "1+1"} and m.model == MODEL
+    calls = api.requests_to("messages")
+    assert {c.headers["x-api-key"] for c in calls} <= {K1, K2}
+    assert all("Authorization" not in c.headers for c in calls)  # the client's key never travels
+    assert "x-anthropic-billing-header" not in str(calls[-1].json.get("system"))
+    assert api.violations == []
+
+
+async def test_pass_through_keeps_upstream_bytes(api, start_proxy):
+    api.add_key(K1)
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    api.reply = Script(text="exact bytes")
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.url + "/v1/messages", headers={"x-api-key": PASSWORD}, json={
+                "model": MODEL, "max_tokens": 50, "stream": True, "messages": MSG}) as r:
+            body = await r.read()
+    events = SSEDecoder().feed(body)
+    kinds = [e.event for e in events]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and "ping" in kinds
+    start = events[0].data
+    assert f'"model":"{MODEL}"' in start
+
+
+async def test_429_cools_the_key_and_the_next_serves(api, start_proxy, clock):
+    api.add_key(K1, behaviour="rate_limited", resets_at=int(clock.now) + 45)
+    api.add_key(K2)
+    proxy = await keyed(start_proxy, api)
+    async with client(proxy) as c:
+        for _ in range(3):
+            assert (await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)).content
+    pool = proxy.state.keyed["console"].pool
+    entry = pool.find(K1)
+    assert entry.state == "cooling" and entry.until == int(clock.now) + 45
+    assert api.keys[K1].calls["messages"] == 1  # skipped while cooling
+
+
+async def test_529_retried_on_another_key(api, start_proxy):
+    api.add_key(K1, behaviour="overloaded")
+    api.add_key(K2)
+    proxy = await keyed(start_proxy, api, keys=[K1, K2])
+    api.reply = Script(text="recovered")
+    async with client(proxy) as c:
+        msg = await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+    assert msg.content[0].text == "recovered"
+    assert proxy.state.keyed["console"].pool.find(K1).state == "active"  # not the key's fault
+
+
+async def test_invalid_and_no_credit_keys_are_disabled(api, start_proxy):
+    bad, broke, good = "sk-ant-api03-" + "c" * 40, "sk-ant-api03-" + "d" * 40, K1
+    api.add_key(bad, behaviour="invalid_key")
+    api.add_key(broke, behaviour="no_credit")
+    api.add_key(good)
+    proxy = await keyed(start_proxy, api, keys=[bad, broke, good], weight=1)
+    async with client(proxy) as c:
+        for _ in range(3):
+            await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+    pool = proxy.state.keyed["console"].pool
+    assert pool.find(bad).state == "disabled" and pool.find(bad).reason == "invalid"
+    assert pool.find(broke).state == "disabled" and pool.find(broke).reason == "no_credit"
+
+
+async def test_every_key_cooling_answers_429_with_retry_after(api, start_proxy, clock):
+    api.add_key(K1, behaviour="rate_limited", resets_at=int(clock.now) + 30)
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    async with client(proxy) as c:
+        with pytest.raises(anthropic.RateLimitError):
+            await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+        with pytest.raises(anthropic.RateLimitError) as info:
+            await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+    assert info.value.response.headers["retry-after"] == "30"
+
+
+async def test_foreign_thinking_never_reaches_anthropic(api, start_proxy):
+    api.add_key(K1)
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    history = [{"role": "user", "content": "q"},
+               {"role": "assistant", "content": [
+                   {"type": "thinking", "thinking": "from elsewhere", "signature": "clewdr-lite:0123456789abcdef"},
+                   {"type": "text", "text": "a"}]},
+               {"role": "user", "content": "more"}]
+    async with client(proxy) as c:
+        msg = await c.messages.create(model=MODEL, max_tokens=10, messages=history)
+    assert msg.content
+    sent = api.requests_to("messages")[-1].json["messages"][1]["content"]
+    assert [b["type"] for b in sent] == ["text"]
+
+
+async def test_explicit_provider_prefix_and_count_tokens(api, start_proxy):
+    api.add_key(K1)
+    provider = {"name": "console", "type": "anthropic", "base_url": api.origin, "keys": [K1]}
+    proxy = await start_proxy({"providers": [provider]})
+    async with client(proxy) as c:
+        msg = await c.messages.create(model="console/" + MODEL, max_tokens=10, messages=MSG)
+    assert msg.model == "console/" + MODEL
+    assert api.requests_to("messages")[-1].json["model"] == MODEL
+    async with client(proxy) as c:
+        counted = await c.messages.count_tokens(model="console/" + MODEL, messages=MSG)
+    assert counted.input_tokens > 0
+    assert api.requests_to("count_tokens")[-1].json["model"] == MODEL
+
+
+async def test_openai_client_to_anthropic_keys(api, start_proxy):
+    api.add_key(K1)
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    api.reply = Script(text=["con", "verted"])
+    async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=PASSWORD, max_retries=0) as c:
+        stream = await c.chat.completions.create(model=MODEL, stream=True, stream_options={"include_usage": True},
+                                                 messages=[{"role": "system", "content": "be kind"},
+                                                           {"role": "user", "content": "go"}])
+        chunks = [ch async for ch in stream]
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "converted"
+    assert chunks[-1].usage.completion_tokens > 0
+    sent = api.requests_to("messages")[-1].json
+    assert sent["system"] == [{"type": "text", "text": "be kind"}]
