@@ -132,6 +132,7 @@ TABLE_KINDS = {
     "providers": "records", "client_keys": "records", "aliases": "table", "router": "table",
     "retry": "table", "breaker": "table", "budgets": "table", "log": "table", "metrics": "table",
     "edge": "table", "persistence": "table",
+    "claude_code_tokens": "records",  # imported Claude Code OAuth logins (claude-code.md §5)
 }
 KINDS.update(TABLE_KINDS)
 # Older files and hand edits may list a cookie or key as a bare string

@@ -174,6 +174,8 @@ class CookiePool:
             return False
         if need_code and record.get("code_allowed") is False:
             return False
+        if not need_code and record.get("imported"):  # an imported OAuth login has no web session
+            return False
         return not (self.max_concurrent and self.inflight.get(record["cookie"], 0) >= self.max_concurrent)
 
     def pick(self, now: float, *, exclude: Iterable[str] = (), need_code: bool = False,
@@ -270,11 +272,12 @@ class CookiePool:
             add_usage(record, model, input_tokens, output_tokens)
             self.version += 1
 
-    def add(self, cookie: str) -> bool:
-        """Add a new valid cookie; False when it already exists in any state."""
-        if self.find(cookie) is not None:
+    def add(self, cookie: str | dict) -> bool:
+        """Add a new valid cookie (or a whole record); False when it already exists in any state."""
+        record = {"cookie": cookie} if isinstance(cookie, str) else copy.deepcopy(cookie)
+        if self.find(record["cookie"]) is not None:
             return False
-        self.valid.append({"cookie": cookie})
+        self.valid.append(record)
         self.version += 1
         return True
 

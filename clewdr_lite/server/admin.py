@@ -128,6 +128,29 @@ async def delete_cookie(request: web.Request) -> web.Response:
 
 
 @admin
+async def import_oauth(request: web.Request) -> web.Response:
+    """POST /api/oauth_token {"credentials": …}: a Claude Code login without a cookie (claude-code.md §5)."""
+    import hashlib
+
+    from clewdr_lite.protocol import claude_code as cc
+
+    state = request.app[STATE]
+    body = await _body(request)
+    try:
+        token = cc.parse_imported(str(body.get("credentials", "")), now=state.clock())
+    except ValueError as exc:
+        raise errors.BadRequest(f"not Claude Code credentials: {exc}") from None
+    ident = "oauth-" + hashlib.sha256(token["access_token"].encode()).hexdigest()[:12]
+    record = {"cookie": ident, "imported": True, "token": token}
+    if body.get("label"):
+        record["label"] = str(body["label"])[:80]
+    added = state.pool.add(record)
+    if added:
+        await save_pool(state)
+    return _json({"id": ident, "added": added})
+
+
+@admin
 async def get_config(request: web.Request) -> web.Response:
     """GET /api/config: settings with masked passwords and `env_locked`."""
     return _json(request.app[STATE].config.public_dict())
@@ -188,6 +211,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/cookies", list_cookies)
     r.add_post("/api/cookie", add_cookie)
     r.add_delete("/api/cookie", delete_cookie)
+    r.add_post("/api/oauth_token", import_oauth)
     r.add_get("/api/config", get_config)
     r.add_post("/api/config", post_config)
     r.add_get("/api/storage/status", storage_status)

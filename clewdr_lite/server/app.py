@@ -83,8 +83,29 @@ def cookie_records(config, *, now: float) -> CookiePool:
             if "reason" in record:
                 record["reason"] = web_proto.reason_to_toml(web_proto.reason_from_toml(record["reason"]))
             target.append(record)
+    for entry in config.tables.get("claude_code_tokens") or []:
+        record = imported_record(entry)
+        if record is not None:
+            (wasted if "reason" in record else valid).append(record)
     return CookiePool.from_records(valid, wasted, now=now,
                                    max_concurrent=config.web_max_concurrent_per_cookie)
+
+
+def imported_record(entry) -> dict | None:
+    """A `[[claude_code_tokens]]` entry as a pool record (it has an id instead of a cookie)."""
+    if not isinstance(entry, dict) or not entry.get("id") or not isinstance(entry.get("token"), dict):
+        log.warning("skipping a claude_code_tokens entry without id or token")
+        return None
+    record = {k: v for k, v in entry.items() if k != "id"}
+    record.update(cookie=str(entry["id"]), imported=True)
+    return record
+
+
+def imported_entry(record: dict) -> dict:
+    """The `[[claude_code_tokens]]` form of an imported record."""
+    entry = {"id": record["cookie"]}
+    entry.update({k: v for k, v in record.items() if k not in ("cookie", "imported")})
+    return entry
 
 
 def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time,
@@ -148,6 +169,11 @@ async def save_pool(state: State) -> None:
         return
     cookies, wasted = state.pool.snapshot()
     settings = {}
+    imported = [imported_entry(r) for r in (*cookies, *wasted) if r.get("imported")]
+    if imported or state.config.tables.get("claude_code_tokens"):
+        settings["claude_code_tokens"] = imported  # ClewdR could not load them in cookie_array
+        cookies = [r for r in cookies if not r.get("imported")]
+        wasted = [r for r in wasted if not r.get("imported")]
     if state.keyed and version[1:] != state.saved_version[1:]:
         settings["providers"] = _providers_table(state)
     try:

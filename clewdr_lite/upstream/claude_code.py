@@ -70,6 +70,9 @@ class ClaudeCode:
             fresh = None
             if token and token.get("refresh_token"):
                 fresh = await self._refresh(token)
+            if fresh is None and record.get("imported"):  # no cookie to authorize again with (§5)
+                raise AttemptFailed(ue.Outcome(ue.RETIRE, errors.AuthError(
+                    "imported OAuth login expired and cannot be refreshed"), "Null"))
             if fresh is None:
                 fresh = await self._exchange(cookie)
             self.pool.update(cookie, token=fresh)
@@ -196,7 +199,7 @@ class ClaudeCode:
             token["expires_at"] = 0  # force a refresh on the next call
             self.pool.update(cookie, token=token)
             return "refresh"
-        if status == 401 and "exchange" not in done:
+        if status == 401 and "exchange" not in done and not record.get("imported"):
             self.pool.update(cookie, token=None)
             return "exchange"
         if cc.is_claude_code_only_error(status, message) and "prelude" not in done:

@@ -299,6 +299,9 @@ class ClaudeWeb:
         if need_code and valid and all(r.get("code_allowed") is False for r in self.pool.valid):
             return errors.NoCredential("No cookie available for Claude Code: every valid cookie is web-only "
                                        "(free account or OAuth not allowed for its organization)")
+        if not need_code and valid and all(r.get("imported") for r in self.pool.valid):
+            return errors.NoCredential("No cookie available: the pool holds only imported Claude Code "
+                                       "logins, which cannot serve claude.ai web requests")
         if valid:
             return errors.RetriesExceeded("Retries exceeded")
         if exhausted:

@@ -241,3 +241,107 @@ async def test_code_models_and_hi(proxy, api):
         hi = await c.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "Hi"}])
     assert "claude-opus-4-8" in ids and hi.content[0].text.startswith("Claude Reverse Proxy")
     assert api.requests_to("messages") == []
+
+
+async def test_imported_cli_login_without_cookie(api, start_proxy, tmp_path, clock):
+    import json as _json
+
+    import aiohttp
+    import tomlkit
+
+    from clewdr_lite.config_file import ConfigFile
+    from clewdr_lite.server.app import save_pool
+    from tests.conftest import ADMIN_PASSWORD
+
+    owner = make_cookie("owner")  # the account the login belongs to; its cookie is not in the pool
+    api.add_account(owner)
+    tokens = api.issue_tokens(owner)
+    credentials = _json.dumps({"claudeAiOauth": {"accessToken": tokens.access_token,
+                                                 "refreshToken": tokens.refresh_token,
+                                                 "expiresAt": int(tokens.expires_at * 1000), "scopes": []}})
+    path = tmp_path / "clewdr.toml"
+    path.write_text("# mine\n")
+    file = ConfigFile(path, no_fs=False)
+    file.load({})
+    proxy = await start_proxy(code_settings(api), config_file=file)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_PASSWORD}"}) as s:
+        async with s.post(proxy.url + "/api/oauth_token", json={"credentials": credentials}) as r:
+            assert r.status == 200 and (await r.json())["added"] is True
+        async with s.post(proxy.url + "/api/oauth_token", json={"credentials": "nonsense"}) as r:
+            assert r.status == 400
+    async with client(proxy) as c:
+        msg = await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+        assert msg.content and api.exchanges == 0
+        assert api.requests_to("messages")[-1].headers["Authorization"] == f"Bearer {tokens.access_token}"
+        clock.now = tokens.expires_at + 1  # expired: refreshed with its own refresh token
+        await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+        assert api.refreshes == 1
+    # an imported login never serves the web route
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+        with pytest.raises(anthropic.APIStatusError) as info:
+            await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+    assert info.value.status_code == 503
+    await save_pool(proxy.state)
+    doc = tomlkit.parse(path.read_text())
+    assert "cookie_array" not in doc or not doc["cookie_array"]
+    saved = doc["claude_code_tokens"][0]
+    assert saved["id"].startswith("oauth-") and saved["token"]["refresh_token"] != tokens.refresh_token
+    # once its refresh token is gone, it is retired (no cookie to authorize again)
+    api.refresh_tokens_invalid = True
+    clock.now += 30000
+    async with client(proxy) as c:
+        with pytest.raises(anthropic.APIStatusError):
+            await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+    assert proxy.state.pool.invalid[0]["reason"] == "Null"
+
+
+async def test_usage_windows_probed_after_an_exchange(proxy, api, clock):
+    api.accounts[make_cookie(1)].usage = {
+        "five_hour": {"utilization": 37.4, "resets_at": "2025-10-09T12:00:00Z"},
+        "seven_day": {"utilization": 12.0, "resets_at": "2025-10-14T00:00:00Z"},
+        "seven_day_sonnet": None, "seven_day_opus": None}
+    async with client(proxy) as c:
+        await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+    import asyncio
+    for _ in range(200):
+        if proxy.state.pool.valid[0].get("session_resets_at"):
+            break
+        await asyncio.sleep(0.01)
+    record = proxy.state.pool.valid[0]
+    assert record["session_resets_at"] == 1760011200 and record["session_has_reset"] is True
+    assert record["weekly_has_reset"] is True and record["weekly_sonnet_has_reset"] is False
+    assert record["session_utilization"] == 37
+    assert len(api.requests_to("usage")) == 1
+
+
+async def test_claude_code_body_fields_pass_through(proxy, api):
+    import aiohttp
+
+    body = {"model": "claude-opus-4-8-1M", "max_tokens": 64000, "stream": False,
+            "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.abc; cc_entrypoint=sdk-cli;"},
+                       {"type": "text", "text": "You are a Claude agent.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there"}]},
+                         {"role": "system", "content": "agent types: none"}],
+            "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            "metadata": {"user_id": '{"device_id":"d","account_uuid":"","session_id":"s-1"}'},
+            "tools": [{"name": "Bash", "description": "run", "input_schema": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                "properties": {}, "additionalProperties": False}}]}
+    headers = {"x-api-key": PASSWORD, "anthropic-version": "2023-06-01",
+               "anthropic-beta": "claude-code-20250219,mid-conversation-system-2026-04-07,effort-2025-11-24"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.url + "/code/v1/messages?beta=true", json=body, headers=headers) as r:
+            data = await r.json()
+            assert r.status == 200, data
+    assert data["model"] == "claude-opus-4-8-1M"
+    sent = api.requests_to("messages")[-1]
+    assert sent.json["model"] == "claude-opus-4-8"
+    for key in ("thinking", "output_config", "context_management", "metadata", "tools"):
+        assert sent.json[key] == body[key], key
+    assert sent.json["messages"][1] == {"role": "system", "content": "agent types: none"}
+    billing = [b for b in sent.json["system"] if b["text"].startswith("x-anthropic-billing-header")]
+    assert len(billing) == 1 and "cc_version=2.1.76." in billing[0]["text"]
+    betas = sent.headers["anthropic-beta"].split(",")
+    assert betas[0] == "oauth-2025-04-20" and "context-1m-2025-08-07" in betas
+    assert "mid-conversation-system-2026-04-07" in betas
