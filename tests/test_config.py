@@ -133,7 +133,7 @@ def test_empty_document_gives_every_default_and_generated_passwords():
     assert cfg.cookie_array == cfg.wasted_cookie == cfg.gemini_keys == ()
     assert cfg.vertex == {"credentials": []}
     assert set(cfg.tables) == {"providers", "client_keys", "aliases", "router", "retry", "breaker",
-                               "budgets", "log", "metrics", "edge", "persistence"}
+                               "budgets", "log", "metrics", "edge", "persistence", "claude_code_tokens"}
     assert cfg.env_locked == frozenset()
 
 
