@@ -295,6 +295,24 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rand: float) -> floa
     return rand * min(cap, base * (2 ** (attempt - 1)))
 
 
+class Backoff:
+    """Delays before transient retries, inside the request's time budget (gateway.md §7.3)."""
+
+    def __init__(self, retry: dict | None, started: float) -> None:
+        retry = retry if isinstance(retry, dict) else {}
+        self.base = float(retry.get("base_delay", 0.5))
+        self.cap = float(retry.get("max_delay", 8))
+        self.budget = float(retry.get("budget_s", 30))
+        self.started = started
+        self.count = 0
+
+    def next_delay(self, now: float, rand: float) -> float | None:
+        """The next delay, or None when it would end past the budget."""
+        self.count += 1
+        delay = backoff_delay(self.count, base=self.base, cap=self.cap, rand=rand)
+        return None if now + delay - self.started > self.budget else delay
+
+
 # ── API-key pools (gateway.md §5) ───────────────────────────────────────────────────────────
 
 ACTIVE, COOLING, DISABLED = "active", "cooling", "disabled"

@@ -15,6 +15,7 @@ from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.openai_stream import OpenAIStream
 from clewdr_lite.server import models
 from clewdr_lite.server.app import STATE
+from clewdr_lite.server.hub import aggregate, hub_call, respond_hub
 from clewdr_lite.server.middleware import public
 from clewdr_lite.server.streaming import AnthropicOut, send_stream
 
@@ -72,12 +73,12 @@ def _stream_out(dialect: str, model: str, config, include_usage: bool):
                         include_usage=include_usage, thinking_output=config.thinking_output)
 
 
-def route_for(state, model: str, dialect: str, *, bound: str | None = None):
+def route_for(state, model: str, dialect: str, *, bound: str | None = None, default: str = "claude_web"):
     """Which provider serves `model` on this route (gateway.md §3.3)."""
     aliases = state.config.tables.get("aliases") or {}
     try:
         return router.resolve(model, route_kind=dialect, bound=bound, providers=state.providers,
-                              aliases=aliases if isinstance(aliases, dict) else {}, default="claude_web")
+                              aliases=aliases if isinstance(aliases, dict) else {}, default=default)
     except router.RouteError as exc:
         raise errors.BadRequest(f"model {model!r}: {exc}") from None
 
@@ -98,6 +99,11 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
                                              include_usage=include_usage, echo_model=req["model"])
     if kind == "anthropic":
         return await messages_api.serve_keys(request, req, dialect, route=route, include_usage=include_usage)
+    if kind in ("gemini", "vertex"):  # another dialect upstream: through the hub converters
+        stream = bool(req.get("stream"))
+        result = await hub_call(request, route, req, stream=stream, echo_model=req["model"])
+        return await respond_hub(request, result, dialect, model=req["model"], stream=stream,
+                                 include_usage=include_usage)
     raise errors.BadRequest(f"model {req['model']!r} resolves to provider {route.provider!r} "
                             f"(type {kind}), which this build cannot serve on this route yet")
 
@@ -144,19 +150,6 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
         return json_response(openai.from_hub(message, model=model, created=int(time.time()),
                                              thinking_output=config.thinking_output))
     return json_response(message)
-
-
-async def aggregate(events) -> dict:
-    """Drain a hub event stream into one message; an error event becomes an HTTP error."""
-    acc = anthropic.Accumulator()
-    try:
-        async for event in events:
-            acc.feed(event)
-    finally:
-        await events.aclose()
-    if acc.error is not None:
-        raise ue.classify_event(acc.error).error
-    return acc.result()
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from clewdr_lite.upstream import http
 from clewdr_lite.upstream.anthropic import AnthropicKeys
 from clewdr_lite.upstream.claude_code import ClaudeCode
 from clewdr_lite.upstream.claude_web import ClaudeWeb
+from clewdr_lite.upstream.google import AIStudio, Vertex
 
 log = logging.getLogger("clewdr_lite")
 
@@ -39,6 +40,7 @@ class State:
     code: Any = None
     providers: tuple = ()
     keyed: dict = field(default_factory=dict)  # provider name -> AnthropicKeys
+    google: dict = field(default_factory=dict)  # "gemini" -> AIStudio, "vertex" -> Vertex
 
     def provider(self, name: str):
         """The Provider value called `name`."""
@@ -91,6 +93,21 @@ def cookie_records(config, *, now: float) -> CookiePool:
                                    max_concurrent=config.web_max_concurrent_per_cookie)
 
 
+def gemini_key_entries(config) -> list[dict]:
+    """`gemini_keys` entries with cleaned keys; a malformed key only warns (gemini.md §4.1)."""
+    from clewdr_lite.protocol import gemini_keys as gk
+
+    entries = []
+    for entry in config.gemini_keys:
+        item = dict(entry)
+        item["key"] = gk.clean_key(str(item.get("key", "")))
+        if not gk.valid_key(item["key"]):
+            log.warning("gemini key %s does not look like an AI Studio key", gk.mask_key(item["key"]))
+        if item["key"]:
+            entries.append(item)
+    return entries
+
+
 def imported_record(entry) -> dict | None:
     """A `[[claude_code_tokens]]` entry as a pool record (it has an id instead of a cookie)."""
     if not isinstance(entry, dict) or not entry.get("id") or not isinstance(entry.get("token"), dict):
@@ -112,7 +129,7 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
              http_backend: str = "auto", rand: Callable[[], float] = random.random,
              sleep=asyncio.sleep) -> web.Application:
     """Build the application around a Config value (DESIGN.md §2)."""
-    from clewdr_lite.server import admin, api, messages_api, metrics, middleware, static
+    from clewdr_lite.server import admin, admin_keys, api, gemini_api, messages_api, metrics, middleware, static
 
     app = web.Application(client_max_size=int(config.max_body_mb * 1024 * 1024),
                           middlewares=[middleware.error_funnel, middleware.authenticate])
@@ -128,10 +145,15 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
             state.keyed[provider.name] = AnthropicKeys(
                 provider, KeyPool.from_keys(provider.keys), config=lambda: state.config,
                 client=state.plain, clock=clock, rand=rand, sleep=sleep)
+    common = dict(config=lambda: state.config, client=state.plain, clock=clock, rand=rand, sleep=sleep)
+    state.google = {"gemini": AIStudio(KeyPool.from_keys(gemini_key_entries(config)), **common),
+                    "vertex": Vertex(list(config.vertex.get("credentials") or []), **common)}
     app[STATE] = state
     api.setup(app)
     messages_api.setup(app)
+    gemini_api.setup(app)
     admin.setup(app)
+    admin_keys.setup(app)
     metrics.setup(app)
     static.setup(app)
     app.cleanup_ctx.append(_background)
@@ -159,7 +181,9 @@ async def _background(app: web.Application):
 
 
 def _versions(state: State) -> tuple:
-    return (state.pool.version, *(k.pool.version for k in state.keyed.values()))
+    gemini = state.google.get("gemini")
+    return (state.pool.version, gemini.pool.version if gemini else 0,
+            *(k.pool.version for k in state.keyed.values()))
 
 
 async def save_pool(state: State) -> None:
@@ -174,11 +198,14 @@ async def save_pool(state: State) -> None:
         settings["claude_code_tokens"] = imported  # ClewdR could not load them in cookie_array
         cookies = [r for r in cookies if not r.get("imported")]
         wasted = [r for r in wasted if not r.get("imported")]
-    if state.keyed and version[1:] != state.saved_version[1:]:
+    if state.keyed and version[2:] != state.saved_version[2:]:
         settings["providers"] = _providers_table(state)
+    extra = {}
+    if version[1:2] != state.saved_version[1:2] and "gemini" in state.google:
+        extra["gemini_keys"] = state.google["gemini"].pool.records()
     try:
         await asyncio.to_thread(state.config_file.save, cookies=cookies, wasted=wasted,
-                                settings=settings or None)
+                                settings=settings or None, **extra)
         state.saved_version = version
     except OSError as exc:
         log.error("saving clewdr.toml failed: %s", exc)

@@ -8,7 +8,7 @@ import logging
 from typing import Any, Callable, Mapping
 
 from clewdr_lite import errors
-from clewdr_lite.pool import KeyPool, backoff_delay
+from clewdr_lite.pool import Backoff, KeyPool
 from clewdr_lite.protocol import anthropic as hub
 from clewdr_lite.protocol import claude_code as cc
 from clewdr_lite.protocol import tokens
@@ -128,8 +128,8 @@ class AnthropicKeys:
     async def attempts(self, attempt: Callable) -> Any:
         """Key rotation: credential errors switch at once; transient ones after a jittered backoff."""
         cfg = self._config()
-        retry = cfg.tables.get("retry") or {}
-        started, tried, last, transient = self._clock(), set(), None, 0
+        backoff = Backoff(cfg.tables.get("retry"), self._clock())
+        tried, last = set(), None
         for _ in range(cfg.max_retries + 1):
             entry = self.pool.pick(self._clock(), exclude=tried, rand=self._rand())
             if entry is None:
@@ -143,10 +143,8 @@ class AnthropicKeys:
                 if not self._settle(entry.key, exc.outcome):
                     raise last from None
                 if exc.outcome.action == ue.TRANSIENT:
-                    transient += 1
-                    delay = backoff_delay(transient, base=float(retry.get("base_delay", 0.5)),
-                                          cap=float(retry.get("max_delay", 8)), rand=self._rand())
-                    if self._clock() + delay - started > float(retry.get("budget_s", 30)):
+                    delay = backoff.next_delay(self._clock(), self._rand())
+                    if delay is None:
                         break
                     await self._sleep(delay)
         raise self._exhausted(last)

@@ -22,7 +22,7 @@ from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.model_rules import split_model_suffixes
 from clewdr_lite.upstream.claude_web import AttemptFailed, ClaudeWeb, base_url
-from clewdr_lite.upstream.http import TRANSPORT_ERRORS
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain
 from clewdr_lite.upstream.relay import EarlyError, MessagesStream
 
 log = logging.getLogger("clewdr_lite.code")
@@ -184,7 +184,7 @@ class ClaudeCode:
                 if cc.LONG_CONTEXT_BETA in betas and record.get("supports_claude_1m") is not True:
                     self.pool.update(cookie, supports_claude_1m=True)
                 return await self._success(record, resp, body["model"], stream=stream, echo_model=echo_model)
-            raw = await _drain(resp)
+            raw = await drain(resp)
             fix = self._fix_for(record, resp.status, raw, fixes, drop_1m)
             if fix is None:
                 raise AttemptFailed(cc.classify_oauth(resp.status, resp.headers, raw, now=self._clock()))
@@ -261,7 +261,7 @@ class ClaudeCode:
         betas = self._betas(record, client_headers, extra, record.get("supports_claude_1m") is False)
         resp = await self._post(record, "v1/messages/count_tokens?beta=true", body, betas, client_headers,
                                 stream=False)
-        raw = await _drain(resp)
+        raw = await drain(resp)
         if resp.status == 200:
             if record.get("count_tokens_allowed") is not True:
                 self.pool.update(cookie, count_tokens_allowed=True)
@@ -289,7 +289,7 @@ class ClaudeCode:
             resp = await self._plain().request("GET", self._config().claude_code_usage_url, headers={
                 "Authorization": f"Bearer {token}", "Accept": "application/json, text/plain, */*",
                 "User-Agent": self._ua(), "anthropic-beta": "oauth-2025-04-20"})
-            raw = await _drain(resp)
+            raw = await drain(resp)
             if resp.status == 200:
                 probe = json.loads(raw)
         except (AttemptFailed, ValueError, *TRANSPORT_ERRORS) as exc:
@@ -303,11 +303,3 @@ class ClaudeCode:
         for task in list(self._background):
             task.cancel()
 
-
-async def _drain(resp) -> bytes:
-    try:
-        return await resp.read()
-    except TRANSPORT_ERRORS:
-        return b""
-    finally:
-        await resp.close()

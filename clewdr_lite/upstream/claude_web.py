@@ -19,7 +19,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from clewdr_lite import errors
-from clewdr_lite.pool import CookiePool, backoff_delay
+from clewdr_lite.pool import Backoff, CookiePool
 from clewdr_lite.protocol import claude_web as web
 from clewdr_lite.protocol.claude_web_account import REASON_EFFECT
 from clewdr_lite.protocol import tokens
@@ -245,8 +245,8 @@ class ClaudeWeb:
     async def attempts(self, attempt: Callable, *, need_code: bool = False, sticky_keys=()) -> Any:
         """The retry loop of §15.2 over the cookie pool: one cookie per attempt, shared by Claude Code."""
         cfg = self._config()
-        retry = (cfg.tables.get("retry") or {}) if isinstance(cfg.tables, dict) else {}
-        started, tried, last, transient = self._clock(), set(), None, 0
+        backoff = Backoff(cfg.tables.get("retry"), self._clock())
+        tried, last = set(), None
         for number in range(cfg.max_retries + 1):
             record = self.pool.pick(self._clock(), exclude=tried, need_code=need_code,
                                     sticky_keys=sticky_keys)
@@ -264,10 +264,8 @@ class ClaudeWeb:
                 if not self._settle(cookie, exc.outcome):
                     raise exc.outcome.error from None
                 if exc.outcome.action == ue.TRANSIENT:
-                    transient += 1
-                    delay = backoff_delay(transient, base=float(retry.get("base_delay", 0.5)),
-                                          cap=float(retry.get("max_delay", 8)), rand=self._rand())
-                    if self._clock() + delay - started > float(retry.get("budget_s", 30)):
+                    delay = backoff.next_delay(self._clock(), self._rand())
+                    if delay is None:
                         break
                     await self._sleep(delay)
         raise self._exhausted_error(last, need_code=need_code)

@@ -232,3 +232,13 @@ def make_client(backend: str, proxy: str | None):
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+async def drain(resp: Response) -> bytes:
+    """Read a whole (error) body and release the connection; b"" when the body is lost."""
+    try:
+        return await resp.read()
+    except TRANSPORT_ERRORS:
+        return b""
+    finally:
+        await resp.close()
