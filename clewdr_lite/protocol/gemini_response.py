@@ -104,8 +104,10 @@ def from_hub(msg: dict, *, model: str, include_thoughts: bool,
             parts.append({"text": block["thinking"], "thought": True})
         elif kind == "tool_use":  # Gemini CLI needs the id back; server tools are dropped
             name = block.get("name") or ""
-            parts.append({"functionCall": {"id": block.get("id"), "name": names.get(name, name),
-                                           "args": block.get("input") or {}}})
+            call = {"id": block.get("id"), "name": names.get(name, name), "args": block.get("input") or {}}
+            if call["id"] is None:
+                del call["id"]
+            parts.append({"functionCall": call})
     if not parts:  # SillyTavern reads candidates[0].content.parts[0].text
         parts.append({"text": ""})
     candidate = {"content": {"role": "model", "parts": parts},

@@ -25,7 +25,8 @@ REPEATED = frozenset({"contents", "parts", "safetySettings", "tools", "functionD
 KNOWN: dict[str, frozenset[str]] = {
     "request": frozenset({"model", "contents", "tools", "toolConfig", "safetySettings", "systemInstruction",
                           "generationConfig", "cachedContent", "labels", "serviceTier", "store"}),
-    "count": frozenset({"contents", "generateContentRequest", "systemInstruction", "tools", "generationConfig"}),
+    "count": frozenset({"model", "contents", "generateContentRequest"}),
+    "vertex_count": frozenset({"model", "contents", "systemInstruction", "tools", "generationConfig"}),
     "content": frozenset({"role", "parts"}),
     "part": frozenset(DATA_FIELDS + ("thought", "thoughtSignature", "videoMetadata", "partMetadata",
                                      "mediaResolution")),
@@ -41,7 +42,8 @@ CHILD = {("request", "contents"): "content", ("request", "systemInstruction"): "
          ("request", "safetySettings"): "safety", ("request", "generationConfig"): "generationConfig",
          ("generationConfig", "thinkingConfig"): "thinkingConfig", ("content", "parts"): "part",
          ("count", "contents"): "content", ("count", "generateContentRequest"): "request",
-         ("count", "systemInstruction"): "content", ("count", "generationConfig"): "generationConfig"}
+         ("vertex_count", "contents"): "content", ("vertex_count", "systemInstruction"): "content",
+         ("vertex_count", "generationConfig"): "generationConfig"}
 MISSING_SIGNATURE = ("Function call is missing a thought_signature in functionCall parts. This is required for tools "
                      "to work correctly, and missing thought_signature may lead to degraded model performance. "
                      "Additional data, function call `default_api:{name}` , position {position}. Please refer to "

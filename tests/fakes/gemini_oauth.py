@@ -25,7 +25,9 @@ BAD_SIGNATURE = "Invalid JWT Signature."
 NO_ACCOUNT = "Invalid grant: account not found"
 BAD_TIMES = ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your "
              "iat and exp values in the JWT claim.")
-TOKEN_JSON = "application/json; charset=utf-8"
+# Audiences Google's token endpoint accepts whatever URL the JWT was posted to (google-auth always uses the first).
+GOOGLE_AUDIENCES = ("https://oauth2.googleapis.com/token", "https://www.googleapis.com/oauth2/v4/token",
+                    "https://accounts.google.com/o/oauth2/token")
 
 
 def _b64url_decode(text: str) -> bytes:
@@ -173,7 +175,9 @@ class TokenEndpoint:
         return self._check_claims(account, claims)
 
     def _check_claims(self, account: ServiceAccount, claims: dict[str, Any]) -> tuple[ServiceAccount, str] | web.Response:
-        if claims.get("aud") != self.token_uri:
+        if claims.get("aud") in GOOGLE_AUDIENCES:
+            self.violations.append(f"JWT aud {claims['aud']!r} is not the credential's token_uri (gemini.md §5.3)")
+        elif claims.get("aud") != self.token_uri:
             return _oauth_error(400, "invalid_grant",
                                 f"Invalid JWT: Failed audience check. The right audience is {self.token_uri}")
         iat, exp, now = claims.get("iat"), claims.get("exp"), self.clock()

@@ -44,6 +44,7 @@ PART_CASES = [
                                                                  "args": {"file_path": "a"}}}]),
     ([{"type": "tool_use", "id": "t", "name": "n", "input": {}}], False,
      [{"functionCall": {"id": "t", "name": "n", "args": {}}}]),
+    ([{"type": "tool_use", "name": "n", "input": None}], False, [{"functionCall": {"name": "n", "args": {}}}]),
     ([{"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}},
       {"type": "web_search_tool_result", "tool_use_id": "s", "content": []}, TEXT], False, [{"text": "Hello"}]),
     ([{"type": "text", "text": ""}, TEXT], False, [{"text": "Hello"}]),
