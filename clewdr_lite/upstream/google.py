@@ -126,7 +126,8 @@ class Google:
 
     async def native(self, model: str, method: str, body: dict, *, alt: str | None):
         """A native call: the streaming Response, or an Answer (empty answers retried, §3.3)."""
-        body = gem.apply_safety(body, self._config().gemini_safety)
+        if method != "countTokens":  # countTokens takes no safety settings
+            body = gem.apply_safety(body, self._config().gemini_safety)
         last_empty: list[Answer] = []
 
         async def attempt(cred):

@@ -78,7 +78,9 @@ class FakeGoogle(TokenEndpoint, OpenAIEndpoints):
         self.violations: list[str] = []  # spec rules the client broke (recorded, mostly not rejected)
         # Replies.
         self.reply: GScript | Pieces = GScript(text="Hello from the fake Gemini API.")
-        self.reply_hook: ReplyHook | None = None  # (body, model) → GScript | text | None (None: self.reply)
+        # (body, model) → GScript | text | None (None: self.reply). Native calls hand the hook the camelCase
+        # normalised body; OpenAI-compatible calls the body as sent.
+        self.reply_hook: ReplyHook | None = None
         self.thought_text: Pieces = DEFAULT_THOUGHT  # shown when includeThoughts is on and the script has none
         self.chunk_chars = 8  # stream piece size when a reply is one string
         self.usage_every_chunk = True  # intermediate chunks carry running usageMetadata, as Google's do
@@ -180,6 +182,8 @@ class FakeGoogle(TokenEndpoint, OpenAIEndpoints):
                                 text=NOT_FOUND_HTML.format(path=request.path))
         if entry.endpoint == "token":
             return await self._token(request, entry)
+        if request.method == "POST" and request.content_type != "application/json":
+            self.violations.append(f"Content-Type {request.content_type!r} on {request.path}")
         vertex = entry.endpoint.startswith("vertex_")
         render: Callable[[Rejected], WireError] = openai_error if "openai" in entry.endpoint else native_error
         try:
