@@ -165,11 +165,20 @@ async def openai_compatible(request: web.Request) -> web.StreamResponse:
     return web.Response(status=result.status, body=result.body, content_type="application/json")
 
 
-async def list_models(request: web.Request) -> web.Response:
-    """GET /v1beta/models (Gemini shape)."""
+async def gemini_listing(request: web.Request) -> dict:
+    """Upstream Gemini models first, then the Claude ids and aliases as `models/<id>` (§10.4)."""
     from clewdr_lite.server import models
 
-    return json_response(models.listing(models.model_ids(request.app[STATE].config), gemini=True))
+    state = request.app[STATE]
+    upstream = await state.google["gemini"].models()
+    ours = models.listing(models.model_ids(state.config), gemini=True)["models"]
+    seen = {m.get("name") for m in upstream}
+    return {"models": upstream + [m for m in ours if m["name"] not in seen]}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1beta/models (Gemini shape)."""
+    return json_response(await gemini_listing(request))
 
 
 async def get_model(request: web.Request) -> web.Response:

@@ -60,7 +60,10 @@ async def list_models(request: web.Request) -> web.Response:
     from clewdr_lite.server.api import json_response
     from clewdr_lite.server.app import STATE
 
-    return json_response(listing(model_ids(request.app[STATE].config), wants_gemini(request)))
+    if wants_gemini(request):
+        from clewdr_lite.server.gemini_api import gemini_listing
+        return json_response(await gemini_listing(request))
+    return json_response(listing(model_ids(request.app[STATE].config), False))
 
 
 async def get_model(request: web.Request) -> web.Response:

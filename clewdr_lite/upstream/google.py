@@ -259,6 +259,25 @@ class AIStudio(Google):
             return last
         return errors.NoCredential("No key available" + (f" ({disabled} disabled)" if disabled else ""))
 
+    async def models(self) -> list[dict]:
+        """The upstream's model list (cached 1 h, §10.4); [] when no key can fetch it."""
+        cached = getattr(self, "_models", None)
+        if cached and cached[0] > self._clock():
+            return cached[1]
+        entry = self.pool.pick(self._clock(), rand=self._rand())
+        if entry is None:
+            return []
+        url = f"{self._base()}/{self._config().gemini_api_version}/models?pageSize=1000"
+        try:
+            resp = await self._client().request("GET", url, headers={"x-goog-api-key": entry.key})
+            raw = await drain(resp)
+            found = json.loads(raw).get("models", []) if resp.status == 200 else []
+        except (ValueError, AttributeError, *TRANSPORT_ERRORS):
+            found = []
+        if found:
+            self._models = (self._clock() + 3600, found)
+        return found
+
     async def openai(self, body: dict, *, stream: bool):
         """The OpenAI-compatible endpoint (§6): a streaming Response or an Answer."""
         if stream:

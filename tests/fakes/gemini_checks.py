@@ -116,8 +116,9 @@ def _content_problem(content: Any, path: str) -> Rejected | None:
 def _part_problem(part: Any, path: str) -> Rejected | None:
     if not isinstance(part, dict):
         return bad_request(f"Invalid value at '{path}' (type.googleapis.com/{API}.Part), {part!r}", path)
-    # proto3 treats "" as unset: an empty text part has no data at all.
-    data = [f for f in DATA_FIELDS if f in part and not (f == "text" and part[f] == "" and "thoughtSignature" not in part)]
+    # proto3 treats "" as unset: an empty text part has no data at all (unless it only carries a signature).
+    empty_text = part.get("text") == "" and "thoughtSignature" not in part
+    data = [f for f in DATA_FIELDS if f in part and not (f == "text" and empty_text)]
     if not data:
         return plain_bad_request(f"* GenerateContentRequest.{path}.data: required oneof field 'data' must have one "
                                  f"initialized field\n")

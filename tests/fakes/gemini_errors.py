@@ -92,6 +92,14 @@ def not_found(model: str, version: str, method: str = "generateContent") -> Reje
                          f"{method}. Call ListModels to see the list of available models and their supported methods.")
 
 
+def vertex_not_found(project: str, location: str, model: str) -> Rejected:
+    """Vertex's 404 for a publisher model that does not exist."""
+    return Rejected(404, f"Publisher Model `projects/{project}/locations/{location}/publishers/google/models/{model}` "
+                         "was not found or your project does not have access to it. Please ensure you are using a "
+                         "valid model version. For more information, see: "
+                         "https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions")
+
+
 def _quota(model: str, daily: bool, delay: str, service: str) -> Rejected:
     per = "PerDay" if daily else "PerMinute"
     metric = f"{service}/generate_content_free_tier_requests"

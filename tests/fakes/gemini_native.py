@@ -13,7 +13,7 @@ from tests.fakes.gemini_checks import (
     check_signatures, include_thoughts, normalise, safety_failure, validate_generate,
 )
 from tests.fakes.gemini_errors import (
-    Rejected, bad_request, behaviour_error, error_body, native_error, not_found, plain_bad_request,
+    Rejected, bad_request, behaviour_error, error_body, native_error, not_found, plain_bad_request, vertex_not_found,
 )
 from tests.fakes.gemini_state import KEY_LEVEL, Cred, GoogleKey, Recorded
 from tests.fakes.gemini_wire import (
@@ -115,7 +115,8 @@ class NativeEndpoints:
         try:
             self._key_level(cred, endpoint, model, vertex)
             if not self.model_known(model):
-                raise not_found(model, request.match_info["version"], method)
+                raise (vertex_not_found(entry.project or "", entry.location or "", model) if vertex
+                       else not_found(model, request.match_info["version"], method))
             if not isinstance(body, dict):
                 raise bad_request("Invalid JSON payload received. Unexpected token.")
             if method == "countTokens":

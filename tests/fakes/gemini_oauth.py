@@ -64,6 +64,7 @@ def key_pair(index: int) -> tuple[str, Any]:
 def sign_jwt(header: dict[str, Any], claims: dict[str, Any], private_key_pem: str) -> str:
     """An RS256 JWT signed with `cryptography` (for tests that play the client)."""
     def enc(obj: Any) -> str:
+        """base64url of compact JSON, without padding."""
         return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode().rstrip("=")
     signing_input = f"{enc(header)}.{enc(claims)}"
     key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
@@ -179,7 +180,8 @@ class TokenEndpoint:
             return _oauth_error(400, "invalid_grant", BAD_SIGNATURE)
         return self._check_claims(account, claims)
 
-    def _check_claims(self, account: ServiceAccount, claims: dict[str, Any]) -> tuple[ServiceAccount, str] | web.Response:
+    def _check_claims(self, account: ServiceAccount,
+                      claims: dict[str, Any]) -> tuple[ServiceAccount, str] | web.Response:
         if claims.get("aud") in GOOGLE_AUDIENCES:
             self.violations.append(f"JWT aud {claims['aud']!r} is not the credential's token_uri (gemini.md §5.3)")
         elif claims.get("aud") != self.token_uri:

@@ -302,3 +302,47 @@ async def test_admin_gemini_keys(google, start_proxy):
         async with s.delete(proxy.url + "/api/key", json={"key": key(1)}) as r:
             assert r.status == 204
     assert len(listed) == 2 and all(key(1) not in str(v) for v in listed)
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta"])
+async def test_model_list_relays_upstream_and_adds_ours(google, start_proxy, version):
+    google.add_key(key(1))
+    proxy = await start(start_proxy, google, [key(1)])
+    client = genai_client(proxy, version)
+    names = [m.name async for m in await client.aio.models.list()]
+    assert f"models/{MODEL}" in names and "models/claude-sonnet-4-6" in names
+    again = [m.name async for m in await client.aio.models.list()]
+    assert again == names and len(google.requests_to("models")) == 1  # cached for an hour
+
+
+async def test_safety_rejection_retried_relaxed(google, start_proxy):
+    google.add_key(key(1), behaviour="safety_rejected")
+    proxy = await start(start_proxy, google, [key(1)])
+    google.reply = GScript(text="relaxed")
+    resp = await genai_client(proxy, "v1beta").aio.models.generate_content(model=MODEL, contents="x")
+    assert resp.text == "relaxed"
+    last = google.requests_to("generateContent")[-1].json["safetySettings"]
+    assert {s["threshold"] for s in last} == {"BLOCK_NONE"}
+    assert "HARM_CATEGORY_CIVIC_INTEGRITY" not in {s["category"] for s in last}
+
+
+async def test_admin_vertex_credentials(google, start_proxy):
+    from tests.conftest import ADMIN_PASSWORD
+
+    sa = google.make_service_account("proj-9")
+    proxy = await start_proxy({"vertex_base": google.base_url})
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_PASSWORD}"}) as s:
+        async with s.post(proxy.url + "/api/vertex/credential", json={"credential": {"project_id": "x"}}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "client_email is required"
+        async with s.post(proxy.url + "/api/vertex/credential", json={"credential": sa}) as r:
+            assert r.status == 200
+        async with s.get(proxy.url + "/api/vertex/credentials") as r:
+            listed = await r.json()
+    assert listed == [{"client_email": sa["client_email"], "project_id": "proj-9",
+                       "private_key_id": sa["private_key_id"]}]
+    google.reply = GScript(text="added at runtime")
+    resp = await genai_client(proxy, "v1beta", "/vertex").aio.models.generate_content(model=MODEL, contents="x")
+    assert resp.text == "added at runtime"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_PASSWORD}"}) as s:
+        async with s.delete(proxy.url + "/api/vertex/credential", json={"client_email": sa["client_email"]}) as r:
+            assert r.status == 204

@@ -149,6 +149,8 @@ async def test_vertex_generate_stream_and_count(g, http):
     async with http.post(vertex_url(g, "countTokens"), json=HI, headers=auth) as resp:
         counted = await resp.json()
     assert counted["totalTokens"] > 0 and counted["totalBillableCharacters"] == 2
+    async with http.post(vertex_url(g, "generateContent", model="gemini-9"), json=HI, headers=auth) as resp:
+        assert resp.status == 404 and "Publisher Model" in (await resp.json())["error"]["message"]
     entry = g.requests_to("vertex_generateContent")[0]
     assert (entry.project, entry.location, entry.model) == ("proj-1", "global", MODEL)
     assert g.service_accounts[sa["client_email"]].answered == 2 and g.violations == []
@@ -218,7 +220,8 @@ async def test_studio_openai_compatible_with_the_openai_sdk(g):
         g.reply = GScript(calls=[FunctionCall("get_weather", {"city": "Paris"})])
         resp = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "w?"}])
         call = resp.choices[0].message.tool_calls[0]
-        assert resp.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {"city": "Paris"}
+        assert resp.choices[0].finish_reason == "tool_calls"
+        assert json.loads(call.function.arguments) == {"city": "Paris"}
     assert g.requests_to("openai_chat")[0].headers["Authorization"] == f"Bearer {KEY}" and g.violations == []
 
 
