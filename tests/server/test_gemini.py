@@ -346,3 +346,23 @@ async def test_admin_vertex_credentials(google, start_proxy):
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_PASSWORD}"}) as s:
         async with s.delete(proxy.url + "/api/vertex/credential", json={"client_email": sa["client_email"]}) as r:
             assert r.status == 204
+
+
+async def test_key_health_saved_in_clewdr_toml(google, start_proxy, tmp_path):
+    import tomlkit
+
+    from clewdr_lite.config_file import ConfigFile
+    from clewdr_lite.server.app import save_pool
+
+    google.add_key(key(1), behaviour="invalid")
+    google.add_key(key(2))
+    path = tmp_path / "clewdr.toml"
+    path.write_text(f'# keys\ngemini_keys = [{{ key = "{key(1)}", count_403 = 0 }}, {{ key = "{key(2)}" }}]\n')
+    file = ConfigFile(path, no_fs=False)
+    file.load({})
+    proxy = await start_proxy({"gemini_base": google.base_url,
+                               "gemini_keys": [{"key": key(1), "count_403": 0}, {"key": key(2)}]}, config_file=file)
+    await genai_client(proxy, "v1beta").aio.models.generate_content(model=MODEL, contents="x")
+    await save_pool(proxy.state)
+    saved = {k["key"]: k for k in tomlkit.parse(path.read_text())["gemini_keys"]}
+    assert saved[key(1)]["disabled_reason"] == "invalid" and path.read_text().startswith("# keys")
