@@ -11,9 +11,9 @@ from aiohttp import web
 
 from clewdr_lite import errors, router
 from clewdr_lite.protocol import anthropic, openai, tokens
-from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.openai_stream import OpenAIStream
 from clewdr_lite.server import models
+from clewdr_lite.server.accounting import TIMING_KEY, acct
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import aggregate, hub_call, respond_hub
 from clewdr_lite.server.middleware import public
@@ -27,6 +27,9 @@ JSON = "application/json"
 async def read_json(request: web.Request) -> dict:
     """The body as a JSON object; a body without Content-Type is accepted (compat.md §9.1)."""
     raw = await request.read()
+    clock = request.get(TIMING_KEY)
+    if clock is not None:  # overhead counts from the complete client request (gateway.md §12.1)
+        clock.read = time.monotonic()
     if not raw.strip():
         raise errors.BadRequest("Request body is empty; send a JSON object")
     try:
@@ -85,12 +88,37 @@ def route_for(state, model: str, dialect: str, *, bound: str | None = None, defa
 
 async def dispatch(request: web.Request, req: dict, dialect: str, *, original: dict,
                    include_usage: bool = False) -> web.StreamResponse:
-    """Send an open-route request to the provider its model resolves to."""
+    """Send an open-route request to the provider its model resolves to, failing over in order."""
+    state = request.app[STATE]
+    route = route_for(state, req["model"], dialect)
+    candidates = route.candidates or ((route.provider, route.model),)
+    for number, (provider, model) in enumerate(candidates):
+        step = router.Route(provider, model, candidates[number:], route.via)
+        try:
+            return await _serve_route(request, step, req, dialect, original=original,
+                                      include_usage=include_usage)
+        except errors.ProxyError as err:
+            # nothing has reached the client yet: another provider may serve it (gateway.md §4.7)
+            if number + 1 == len(candidates) or not _fails_over(err):
+                raise
+            log.warning("provider %s failed (%d %s); trying %s", provider, err.status, err.message,
+                        candidates[number + 1][0])
+    raise AssertionError("unreachable")
+
+
+def _fails_over(err: errors.ProxyError) -> bool:
+    """Errors another provider may not share: the upstream's 5xx, exhausted or missing credentials."""
+    return err.status >= 500 or err.status == 429 or isinstance(err, errors.NoCredential)
+
+
+async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, original: dict,
+                       include_usage: bool) -> web.StreamResponse:
+    """Serve one (provider, model) candidate."""
     from clewdr_lite.server import messages_api
 
     state = request.app[STATE]
-    route = route_for(state, req["model"], dialect)
     kind = state.provider(route.provider).type
+    acct(request).update(provider=route.provider, model=req["model"])
     if kind == "claude_web":
         return await serve_web(request, {**req, "model": route.model}, dialect, original=original,
                                include_usage=include_usage, echo_model=req["model"])
@@ -99,13 +127,52 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
                                              include_usage=include_usage, echo_model=req["model"])
     if kind == "anthropic":
         return await messages_api.serve_keys(request, req, dialect, route=route, include_usage=include_usage)
-    if kind in ("gemini", "vertex"):  # another dialect upstream: through the hub converters
+    if kind == "openai" and dialect == errors.OPENAI:  # same dialect: the fast path (gateway.md §8)
+        return await serve_openai_passthrough(request, original, route)
+    if kind in ("gemini", "vertex", "openai"):  # another dialect upstream: through the hub converters
         stream = bool(req.get("stream"))
         result = await hub_call(request, route, req, stream=stream, echo_model=req["model"])
         return await respond_hub(request, result, dialect, model=req["model"], stream=stream,
                                  include_usage=include_usage)
     raise errors.BadRequest(f"model {req['model']!r} resolves to provider {route.provider!r} "
                             f"(type {kind}), which this build cannot serve on this route yet")
+
+
+class _ModelEcho:
+    """OpenAI pass-through bytes with the upstream's model name swapped for the client's."""
+
+    def __init__(self, upstream: str, echo: str) -> None:
+        self._pairs = [(f'"model":{json.dumps(upstream)}'.encode(), f'"model":{json.dumps(echo)}'.encode()),
+                       (f'"model": {json.dumps(upstream)}'.encode(), f'"model": {json.dumps(echo)}'.encode())]
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes, model swapped (a cheap byte replace, no JSON round trip)."""
+        for old, new in self._pairs:
+            data = data.replace(old, new)
+        return data
+
+    def close(self) -> bytes:
+        """Nothing trails."""
+        return b""
+
+
+async def _chunks(resp):
+    try:
+        async for chunk in resp.chunks():
+            yield chunk
+    finally:
+        await resp.close()
+
+
+async def serve_openai_passthrough(request: web.Request, body: dict, route) -> web.StreamResponse:
+    """An OpenAI client on an OpenAI-compatible provider: bytes relayed, model and auth swapped."""
+    state = request.app[STATE]
+    stream = bool(body.get("stream"))
+    echo = _ModelEcho(route.model, body["model"])
+    result = await state.keyed[route.provider].passthrough(body, model=route.model, stream=stream)
+    if stream:
+        return await send_stream(request, _chunks(result), echo)
+    return web.Response(status=result.status, body=echo.feed(result.body), content_type=JSON)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -16,6 +16,7 @@ from clewdr_lite.providers import parse_providers
 from clewdr_lite.protocol import claude_web as web_proto
 from clewdr_lite.upstream import http
 from clewdr_lite.upstream.anthropic import AnthropicKeys
+from clewdr_lite.upstream.openai_compat import OpenAICompat
 from clewdr_lite.upstream.claude_code import ClaudeCode
 from clewdr_lite.upstream.claude_web import ClaudeWeb
 from clewdr_lite.upstream.google import AIStudio, Vertex
@@ -129,10 +130,12 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
              http_backend: str = "auto", rand: Callable[[], float] = random.random,
              sleep=asyncio.sleep) -> web.Application:
     """Build the application around a Config value (DESIGN.md §2)."""
-    from clewdr_lite.server import admin, admin_keys, api, gemini_api, messages_api, metrics, middleware, static
+    from clewdr_lite.server import (accounting, admin, admin_keys, api, gemini_api, messages_api, metrics,
+                                    middleware, static)
 
     app = web.Application(client_max_size=int(config.max_body_mb * 1024 * 1024),
-                          middlewares=[middleware.error_funnel, middleware.authenticate])
+                          middlewares=[middleware.error_funnel, accounting.timing, middleware.authenticate])
+    app.on_response_prepare.append(accounting.headers_hook)
     pool = cookie_records(config, now=clock())
     state = State(config=config, config_file=config_file, pool=pool, clock=clock,
                   http_backend=_backend(http_backend), started=clock())
@@ -140,9 +143,10 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
                           clock=clock, rand=rand, sleep=sleep)
     state.code = ClaudeCode(web=state.web, config=lambda: state.config, plain=state.plain, clock=clock)
     state.providers = parse_providers(config.tables, warn=log.warning)
+    keyed_types = {"anthropic": AnthropicKeys, "openai": OpenAICompat}
     for provider in state.providers:
-        if provider.type == "anthropic":
-            state.keyed[provider.name] = AnthropicKeys(
+        if provider.type in keyed_types:
+            state.keyed[provider.name] = keyed_types[provider.type](
                 provider, KeyPool.from_keys(provider.keys), config=lambda: state.config,
                 client=state.plain, clock=clock, rand=rand, sleep=sleep)
     common = dict(config=lambda: state.config, client=state.plain, clock=clock, rand=rand, sleep=sleep)

@@ -54,6 +54,8 @@ async def hub_call(request: web.Request, route, req: dict, *, stream: bool, echo
         result = await state.keyed[route.provider].open(api_req, model=route.model, stream=stream,
                                                          echo_model=echo_model, client_headers=request.headers)
         return result.events() if stream else result
+    if kind == "openai":
+        return await state.keyed[route.provider].open(req, model=route.model, stream=stream, echo_model=echo_model)
     if kind in ("gemini", "vertex"):
         google = state.google[kind]
         return await google.hub_open(req, model=route.model, stream=stream, echo_model=echo_model)

@@ -9,17 +9,52 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import importlib.util
 import json as _json
 import logging
 import os
 import ssl
+import time
 from typing import AsyncIterator, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
 log = logging.getLogger("clewdr_lite.http")
+
+class Timing:
+    """When a request arrived, and when its upstream calls were sent and answered (monotonic s)."""
+
+    __slots__ = ("arrived", "read", "first_send", "last_headers", "sends", "waited")
+
+    def __init__(self, arrived: float) -> None:
+        self.arrived = self.read = arrived
+        self.first_send = self.last_headers = None
+        self.sends = 0
+        self.waited = 0.0  # time inside upstream calls (and retry sleeps): not overhead
+
+    def sent(self) -> float:
+        """Mark one upstream request going out."""
+        now = time.monotonic()
+        if self.first_send is None:
+            self.first_send = now
+        self.sends += 1
+        return now
+
+    def answered(self, since: float) -> None:
+        """Mark that upstream's headers arriving."""
+        now = time.monotonic()
+        self.last_headers = now
+        self.waited += now - since
+
+    def overhead_ms(self, now: float) -> float:
+        """Proxy time so far: everything except waiting on upstreams."""
+        return max(0.0, (now - self.read) - self.waited) * 1000
+
+
+# The current request's Timing, set by the server for the handler's task (a key, not state)
+TIMING: contextvars.ContextVar = contextvars.ContextVar("clewdr_timing", default=None)
 
 CONNECT_TIMEOUT = 15.0
 HEADERS_TIMEOUT = 120.0
@@ -146,7 +181,13 @@ class AiohttpClient:
                 headers = {**(headers or {}), **self._proxy_auth}
         ctx = self._get().request(method, url, headers=headers, data=body, proxy=proxy,
                                   allow_redirects=False, **extra)
-        resp = await asyncio.wait_for(ctx, HEADERS_TIMEOUT)
+        clock = TIMING.get()
+        started = clock.sent() if clock else 0.0
+        try:
+            resp = await asyncio.wait_for(ctx, HEADERS_TIMEOUT)
+        finally:
+            if clock:
+                clock.answered(started)
 
         async def reader():
             async for chunk in resp.content.iter_any():
@@ -200,10 +241,15 @@ class CurlClient:
             kwargs["headers"].setdefault("Content-Type", "application/json")
         elif data is not None:
             kwargs["data"] = data
+        clock = TIMING.get()
+        started = clock.sent() if clock else 0.0
         try:
             resp = await asyncio.wait_for(self._get().request(method, url, **kwargs), HEADERS_TIMEOUT)
         except RequestException as exc:
             raise aiohttp.ClientConnectionError(str(exc)) from exc
+        finally:
+            if clock:
+                clock.answered(started)
 
         async def reader():
             try:

@@ -28,8 +28,6 @@ def write_config(path, fake_web, cookies) -> ConfigFile:
 
 
 async def start_from_file(start_proxy, file):
-    from clewdr_lite.server.app import make_app  # noqa: F401  (make_app is what start_proxy uses)
-
     config, _ = file.load(os.environ)
     return await start_proxy(settings={k: getattr(config, k) for k in ("rproxy",)},
                              cookies=[dict(r) for r in config.cookie_array], config_file=file)

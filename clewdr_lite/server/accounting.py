@@ -1,0 +1,82 @@
+"""Per-request accounting: timing, the x-clewdr-* headers, the usage log row, metrics (gateway.md §11–§12).
+
+The HTTP client layer marks when each upstream request is sent and when its headers arrive (through
+`upstream.http.TIMING`), so the overhead is the proxy's own time: from the complete client request to
+the first upstream send, plus from the last upstream headers to the client's headers.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from clewdr_lite.upstream.http import TIMING, Timing
+
+# typed request-storage keys (aiohttp ≥ 3.13 warns on plain strings; older versions lack RequestKey)
+_Key = getattr(web, "RequestKey", None)
+TIMING_KEY = _Key("timing", Timing) if _Key else "timing"
+ACCT_KEY = _Key("acct", dict) if _Key else "acct"
+INFERENCE_PREFIXES = ("/v1", "/code/", "/gemini/", "/vertex/", "/messages", "/chat/", "/models")
+
+
+def acct(request: web.Request) -> dict:
+    """The request's accounting record (created on first use)."""
+    record = request.get(ACCT_KEY)
+    if record is None:
+        record = request[ACCT_KEY] = {"provider": None, "model": None, "input_tokens": 0, "output_tokens": 0,
+                                    "key_id": None}
+    return record
+
+
+def note_usage(request: web.Request, usage: dict | None) -> None:
+    """Record token usage from a hub usage object (cumulative output: the last value wins)."""
+    if not isinstance(usage, dict):
+        return
+    record = acct(request)
+    inputs = sum(int(usage.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens",
+                                                   "cache_read_input_tokens"))
+    if inputs:
+        record["input_tokens"] = inputs
+    if usage.get("output_tokens") is not None:
+        record["output_tokens"] = int(usage["output_tokens"])
+
+
+def note_event(request: web.Request, event: dict) -> None:
+    """Watch a hub stream event for usage."""
+    kind = event.get("type")
+    if kind == "message_start":
+        note_usage(request, (event.get("message") or {}).get("usage"))
+    elif kind == "message_delta":
+        note_usage(request, event.get("usage"))
+
+
+@web.middleware
+async def timing(request: web.Request, handler):
+    """Start the request's clock and expose it to the upstream clients."""
+    if not request.path.startswith(INFERENCE_PREFIXES) or request.method != "POST":
+        return await handler(request)
+    clock = Timing(arrived=time.monotonic())
+    request[TIMING_KEY] = clock
+    token = TIMING.set(clock)
+    try:
+        return await handler(request)
+    finally:
+        TIMING.reset(token)
+
+
+async def headers_hook(request: web.Request, response: web.StreamResponse) -> None:
+    """x-clewdr-overhead-ms, x-clewdr-provider, x-clewdr-attempts on proxied responses (§12.1)."""
+    from clewdr_lite.server.app import STATE
+
+    clock = request.get(TIMING_KEY)
+    if clock is None:
+        return
+    metrics_table = request.app[STATE].config.tables.get("metrics") or {}
+    if metrics_table.get("response_headers") is False:
+        return
+    response.headers["x-clewdr-overhead-ms"] = f"{clock.overhead_ms(time.monotonic()):.2f}"
+    record = request.get(ACCT_KEY) or {}
+    if record.get("provider"):
+        response.headers["x-clewdr-provider"] = record["provider"]
+    response.headers["x-clewdr-attempts"] = str(max(clock.sends, 1 if clock.sends else 0))

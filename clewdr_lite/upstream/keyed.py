@@ -1,0 +1,85 @@
+"""API-key providers: one KeyPool each, key rotation and cool-downs (gateway.md §5, §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from clewdr_lite import errors
+from clewdr_lite.pool import Backoff, KeyPool
+from clewdr_lite.protocol import upstream_errors as ue
+
+log = logging.getLogger("clewdr_lite.keys")
+
+
+def mask_key(key: str) -> str:
+    """An API key as logs and the admin UI show it."""
+    return f"{key[:8]}…{key[-4:]}" if len(key) > 16 else "…"
+
+
+class KeyFailed(Exception):
+    """One attempt with one key failed; `outcome` says what to do."""
+
+    def __init__(self, outcome: ue.Outcome) -> None:
+        super().__init__(outcome.error.message if outcome.error else outcome.action)
+        self.outcome = outcome
+
+
+class KeyedProvider:
+    """A provider whose credentials are API keys: the retry loop and the state changes."""
+
+    def __init__(self, provider, pool: KeyPool, *, config: Callable[[], Any], client: Callable[[], Any],
+                 clock: Callable[[], float], rand: Callable[[], float], sleep=asyncio.sleep) -> None:
+        self.provider, self.pool = provider, pool
+        self._config, self._client, self._clock = config, client, clock
+        self._rand, self._sleep = rand, sleep
+
+    async def attempts(self, attempt: Callable) -> Any:
+        """Key rotation: credential errors switch at once; transient ones after a jittered backoff."""
+        cfg = self._config()
+        backoff = Backoff(cfg.tables.get("retry"), self._clock())
+        tried, last = set(), None
+        for _ in range(cfg.max_retries + 1):
+            entry = self.pool.pick(self._clock(), exclude=tried, rand=self._rand())
+            if entry is None:
+                break
+            tried.add(entry.key)
+            self.pool.mark_used(entry.key, self._clock())
+            try:
+                return await attempt(entry.key)
+            except KeyFailed as exc:
+                last = exc.outcome.error
+                if not self._settle(entry.key, exc.outcome):
+                    raise last from None
+                if exc.outcome.action == ue.TRANSIENT:
+                    delay = backoff.next_delay(self._clock(), self._rand())
+                    if delay is None:
+                        break
+                    await self._sleep(delay)
+        raise self._exhausted(last)
+
+    def _settle(self, key: str, outcome: ue.Outcome) -> bool:
+        """Apply an outcome to the key's state; False when the loop must stop."""
+        if outcome.action == ue.RETIRE:
+            self.pool.disable(key, str(outcome.reason))
+            log.warning("%s key %s disabled: %s", self.provider.name, mask_key(key), outcome.reason)
+        elif outcome.action == ue.PARK:
+            self.pool.cool(key, outcome.until, "rate_limited")
+            log.warning("%s key %s cooling until %s", self.provider.name, mask_key(key), outcome.until)
+        elif outcome.action != ue.TRANSIENT:
+            return False
+        return True
+
+    def _exhausted(self, last: errors.ProxyError | None) -> errors.ProxyError:
+        active, cooling, disabled = self.pool.counts(self._clock())
+        if last is not None and (active or last.retryable):
+            return last
+        if cooling and not active:
+            wait = max(1, int((self.pool.earliest_cooldown() or 0) - self._clock()))
+            return errors.RateLimited(f"every {self.provider.name} key is rate limited; the first is back "
+                                      f"in {wait} s", retry_after=wait)
+        if last is not None:
+            return last
+        return errors.NoCredential(f"No usable key for provider {self.provider.name}"
+                                   + (f" ({disabled} disabled)" if disabled else ""))

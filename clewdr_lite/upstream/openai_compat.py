@@ -1,0 +1,130 @@
+"""OpenAI-compatible providers (OpenAI, OpenRouter, DeepSeek, Ollama, llama.cpp …), gateway.md §2.
+
+OpenAI clients get the upstream's bytes (only the model and the auth change: the fast path of
+§8); Anthropic and Gemini clients go through `open`, which converts the hub request to OpenAI and
+the answer back to hub events (conversions.md §6–§8).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from typing import Mapping
+
+from clewdr_lite import errors
+from clewdr_lite.protocol import openai_upstream as ou
+from clewdr_lite.protocol import tokens
+from clewdr_lite.protocol import upstream_errors as ue
+from clewdr_lite.protocol.sse import SSEDecoder
+from clewdr_lite.providers import quirks_for
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain
+from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
+
+LOST = {"type": "error", "error": {"type": "api_error", "message": "upstream connection lost"}}
+
+
+class Answer:
+    """A finished non-streaming answer: status and body bytes."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+
+
+class OpenAICompat(KeyedProvider):
+    """One `type = "openai"` provider and its keys (keys are optional for local servers)."""
+
+    def _url(self) -> str:
+        return self.provider.base_url.rstrip("/") + "/chat/completions"
+
+    def _headers(self, key: str | None) -> dict:
+        headers = {"Content-Type": "application/json", **(self.provider.headers or {})}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _send(self, key: str | None, body: dict, *, stream: bool):
+        try:
+            resp = await self._client().request("POST", self._url(), headers=self._headers(key), json=body,
+                                                stream=stream)
+        except TRANSPORT_ERRORS as exc:
+            raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
+                f"{self.provider.name} unreachable: {exc}"))) from exc
+        if 200 <= resp.status < 300:
+            return resp
+        raw = await drain(resp)
+        raise KeyFailed(ou.classify_openai(resp.status, resp.headers, raw, now=self._clock()))
+
+    async def _each_key(self, attempt):
+        if not self.provider.keys:  # a local server without auth: one anonymous credential
+            try:
+                return await attempt(None)
+            except KeyFailed as exc:
+                raise exc.outcome.error from None
+        return await self.attempts(attempt)
+
+    async def passthrough(self, body: dict, *, model: str, stream: bool):
+        """An OpenAI client's body with the upstream model: a streaming Response or an Answer."""
+        quirks = quirks_for(self.provider, model)
+        body = {**body, "model": model}
+        if stream and quirks.get("stream_usage", True):
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+
+        async def attempt(key):
+            resp = await self._send(key, body, stream=stream)
+            return resp if stream else Answer(resp.status, await drain(resp))
+        return await self._each_key(attempt)
+
+    async def open(self, req: dict, *, model: str, stream: bool, echo_model: str,
+                   client_headers: Mapping[str, str] | None = None):
+        """Hub request in; hub events (stream) or a hub message out."""
+        quirks = quirks_for(self.provider, model)
+        body = ou.hub_to_openai(req, model=model, quirks=quirks)
+        body["stream"] = stream
+        estimate = tokens.estimate_request(req)
+
+        async def attempt(key):
+            resp = await self._send(key, body, stream=stream)
+            if stream:
+                return _hub_events(resp, echo_model, quirks, estimate)
+            raw = await drain(resp)
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
+                    f"{self.provider.name} sent an unreadable answer"))) from None
+            return ou.openai_to_hub_message(data, model=echo_model, msg_id=_msg_id(), signature=_signature(),
+                                            quirks=quirks)
+        return await self._each_key(attempt)
+
+
+async def _hub_events(resp, model: str, quirks: dict, estimate: int):
+    conv = ou.OpenAIToHub(model=model, msg_id=_msg_id(), signature=_signature(), input_tokens=estimate,
+                          quirks=quirks)
+    decoder = SSEDecoder()
+    try:
+        async for chunk in resp.chunks():
+            for ev in decoder.feed(chunk):
+                if ev.data.strip() == "[DONE]":
+                    continue
+                try:
+                    data = json.loads(ev.data)
+                except ValueError:
+                    continue
+                if isinstance(data, dict):
+                    for event in conv.feed(data):
+                        yield event
+        for event in conv.close():
+            yield event
+    except TRANSPORT_ERRORS:
+        yield LOST
+    finally:
+        await resp.close()
+
+
+def _msg_id() -> str:
+    return "msg_" + uuid.uuid4().hex[:24]
+
+
+def _signature() -> str:
+    return "clewdr-lite:" + secrets.token_hex(8)
