@@ -13,10 +13,8 @@ alias, or a list (a group), resolved by router.resolve like an alias target. Fir
 4. background: model contains `claude` and `haiku`;
 5. webSearch: a tool whose `type` starts with `web_search` (deliberately above think);
 6. think: `thinking.type` is `enabled` or `adaptive` (§4.4 fix 2: never `disabled`);
-7. default.
-
-§4.4 fix 1: the hook strips the sub-agent tag from the prompt whichever rule wins. Any error
-inside routing falls back to `default`.
+7. default. Any error inside routing falls back to `default`. §4.4 fix 1: the hook strips the
+   sub-agent tag from the prompt whichever rule wins.
 """
 
 from __future__ import annotations
@@ -36,13 +34,11 @@ TAG_OPEN, TAG_CLOSE = "<CCR-SUBAGENT-MODEL>", "</CCR-SUBAGENT-MODEL>"
 TAG_RE = re.compile(re.escape(TAG_OPEN) + r"(.*?)" + re.escape(TAG_CLOSE), re.S)
 THINK_TYPES = frozenset({"enabled", "adaptive"})
 SESSION_HEADER = "x-claude-code-session-id"
-LAST_USAGE_SESSIONS = 100
 # CCR spells router keys in camelCase; snake_case and lower-case spellings are accepted too
 KEYS = ("default", "background", "think", "longContext", "longContextThreshold", "webSearch",
         "image", "forceUseImageAgent", "apply_to", "fallback", "rules")
 _SPELLING = {k.lower().replace("_", ""): k for k in KEYS}
-# scenario → the router key holding its target, for rules 4–6 (checked in this order)
-SIMPLE_RULES = ("background", "webSearch", "think")
+SIMPLE_RULES = ("background", "webSearch", "think")  # rules 4–6, in order; also their keys
 RULE_OPS = ("equals", "contains", "matches", "exists")
 
 
@@ -123,11 +119,6 @@ def _long(table: dict, count: int, last: int | None) -> bool:
     return count > limit or (last is not None and last > limit and count > LAST_USAGE_FLOOR)
 
 
-def _is_background(req: dict, model: str) -> bool:
-    lowered = model.lower()
-    return "claude" in lowered and "haiku" in lowered
-
-
 def _has_web_search(req: dict, model: str) -> bool:
     tools = req.get("tools")
     return isinstance(tools, list) and any(
@@ -135,13 +126,13 @@ def _has_web_search(req: dict, model: str) -> bool:
         for t in tools)
 
 
-def _wants_thinking(req: dict, model: str) -> bool:
-    thinking = req.get("thinking")
-    return isinstance(thinking, dict) and thinking.get("type") in THINK_TYPES
-
-
+# rules 4–6: (request, model) → does the scenario fire
 MATCHERS: dict[str, Callable[[dict, str], bool]] = {
-    "background": _is_background, "webSearch": _has_web_search, "think": _wants_thinking}
+    "background": lambda req, model: "claude" in model.lower() and "haiku" in model.lower(),
+    "webSearch": _has_web_search,
+    "think": lambda req, model: isinstance(req.get("thinking"), dict)
+    and req["thinking"].get("type") in THINK_TYPES,
+}
 
 
 def image_target(req: dict, table: Mapping) -> Target | None:
@@ -306,7 +297,7 @@ def session_id(req: dict, headers: Mapping | None = None) -> str | None:
 class LastUsage:
     """An LRU of the last final `usage` of each session (CCR's lastUsage, 100 sessions)."""
 
-    def __init__(self, capacity: int = LAST_USAGE_SESSIONS) -> None:
+    def __init__(self, capacity: int = 100) -> None:
         self.capacity = capacity
         self._items: OrderedDict = OrderedDict()
 
@@ -322,10 +313,9 @@ class LastUsage:
     def input_tokens(self, session: str | None) -> int | None:
         """The session's last `input_tokens` (None when unknown)."""
         usage = self._items.get(session) if session else None
-        if usage is None:
-            return None
-        self._items.move_to_end(session)
-        value = usage.get("input_tokens")
+        if usage is not None:
+            self._items.move_to_end(session)
+        value = (usage or {}).get("input_tokens")
         return value if isinstance(value, int) else None
 
 
@@ -354,7 +344,7 @@ class ScenarioHook:
         if not self.active or not router_enabled(self.table, route_kind):
             return None
         if self.scenario == "image":
-            return model  # rule 0 already chose; the image model is not routed again
+            return self.target  # rule 0 already chose, even if the caller resolved the old model
         try:
             count = self.token_count_fn(self.request) if "longContext" in self.table else 0
         except Exception:  # a counting failure must not fail the request (§4.3)
@@ -403,8 +393,7 @@ def _rule_problems(rule) -> list[str]:
             problems.append("`when` needs `header` or `body`")
             continue
         try:
-            if "matches" in cond:
-                re.compile(cond["matches"])
+            re.compile(cond.get("matches", ""))
         except (re.error, TypeError) as exc:
             problems.append(f"bad `matches` pattern: {exc}")
     return problems

@@ -33,7 +33,9 @@ def test_a_success_resets_the_streak():
 
 
 @pytest.mark.parametrize("outcomes, opened", [
-    ([False, True] * 5, True),                    # 50 % of 10 in the window
+    ([True, False] * 5, True),                    # 50 % of 10 in the window
+    ([False, True] * 5, False),                   # the rule is checked on a failure only
+    ([False, True] * 5 + [False], True),          # 6 of 11
     ([False, True, True] * 3 + [False], False),   # 40 % of 10
     ([False, True] * 4 + [False], False),         # 5 of 9: too few requests
     ([False, False, True] * 4, True),             # 8 of 12

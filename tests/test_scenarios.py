@@ -246,6 +246,8 @@ def test_hook_image_rule_runs_before_the_router():
     assert hook.model == ROUTER["image"] and hook.scenario == "image"
     route = resolve_with(hook)
     assert (route.provider, route.model) == ("gemini", "gemini-2.5-flash-image")
+    bare = hook_for(with_image(), router={**ROUTER, "image": "gemini-2.5-flash-image"})
+    assert bare("claude-sonnet-4-5", "anthropic") == "gemini-2.5-flash-image"   # even unasked
 
 
 def test_hook_counts_tokens_only_when_long_context_is_configured():

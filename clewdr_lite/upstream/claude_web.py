@@ -264,6 +264,7 @@ class ClaudeWeb:
                 if not self._settle(cookie, exc.outcome):
                     raise exc.outcome.error from None
                 if exc.outcome.action == ue.TRANSIENT:
+                    tried.discard(cookie)  # not its fault: usable again, after the others (gateway.md §7.2)
                     delay = backoff.next_delay(self._clock(), self._rand())
                     if delay is None:
                         break

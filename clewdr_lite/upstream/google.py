@@ -92,6 +92,7 @@ class Google:
                 if exc.outcome.action in (ue.CLIENT, ue.BLOCKED):
                     raise last from None
                 if exc.outcome.action == ue.TRANSIENT:
+                    tried.discard(self._ident(cred))  # not its fault: usable again, after the others (gateway.md §7.2)
                     delay = backoff.next_delay(self._clock(), self._rand())
                     if delay is None:
                         break

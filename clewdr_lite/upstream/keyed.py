@@ -53,6 +53,7 @@ class KeyedProvider:
                 if not self._settle(entry.key, exc.outcome):
                     raise last from None
                 if exc.outcome.action == ue.TRANSIENT:
+                    tried.discard(entry.key)  # not its fault: usable again, after the others (gateway.md §7.2)
                     delay = backoff.next_delay(self._clock(), self._rand())
                     if delay is None:
                         break

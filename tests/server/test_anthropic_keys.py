@@ -160,3 +160,20 @@ async def test_openai_client_to_anthropic_keys(api, start_proxy):
     assert chunks[-1].usage.completion_tokens > 0
     sent = api.requests_to("messages")[-1].json
     assert sent["system"] == [{"type": "text", "text": "be kind"}]
+
+
+async def test_clewdr_headers_report_provider_attempts_and_overhead(api, start_proxy):
+    api.add_key(K1, behaviour="overloaded", fail_times=1)
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    async with client(proxy) as c:
+        raw = await c.messages.with_raw_response.create(model=MODEL, max_tokens=10, messages=MSG)
+    assert raw.headers["x-clewdr-provider"] == "console"
+    assert raw.headers["x-clewdr-attempts"] == "2"
+    overhead = float(raw.headers["x-clewdr-overhead-ms"])
+    assert 0 <= overhead < 1000
+    off = await start_proxy({"providers": [{"name": "console", "type": "anthropic", "base_url": api.origin,
+                                            "keys": [K1], "models": ["claude-*"]}],
+                             "metrics": {"response_headers": False}})
+    async with client(off) as c:
+        raw = await c.messages.with_raw_response.create(model=MODEL, max_tokens=10, messages=MSG)
+    assert "x-clewdr-overhead-ms" not in raw.headers
