@@ -93,6 +93,17 @@ def _strings(value) -> tuple[str, ...] | None:
     return None
 
 
+# field → (check returning the value or None, what was expected)
+FIELD_CHECKS = (
+    *((f, lambda v: v if isinstance(v, str) else None, "a string") for f in STRING_FIELDS),
+    *((f, _positive_int, "a positive integer") for f in LIMIT_FIELDS),
+    *((f, _number, "epoch seconds") for f in TIME_FIELDS),
+    ("models", _strings, "an array of globs"), ("providers", _strings, "an array of names"),
+    ("budget_usd", _number, "a number ≥ 0"),
+    ("budget_period", lambda v: v if v in PERIODS else None, "|".join(PERIODS)),
+)
+
+
 def _digest(entry: Mapping) -> str | None:
     """The stored digest: `key_hash`, or `key` as a digest or as the plain key (hashed here)."""
     for value in (entry.get("key_hash"), entry.get("key")):
@@ -113,14 +124,9 @@ def parse_key(entry, where: str, warn: Callable[[str], None]) -> ClientKey | Non
         warn(f"{where}: id {ident!r} is not [A-Za-z0-9_-]+; skipped")
         return None
     values: dict = {"id": ident, "key_hash": digest}
-    checks = [(f, _strings_one, "a string") for f in STRING_FIELDS]
-    checks += [(f, _positive_int, "a positive integer") for f in LIMIT_FIELDS]
-    checks += [(f, _number, "epoch seconds") for f in TIME_FIELDS]
-    checks += [("models", _strings, "an array of globs"), ("providers", _strings, "an array of names"),
-               ("budget_usd", _number, "a number ≥ 0"), ("budget_period", _period, "|".join(PERIODS))]
     raw = {**entry, "budget_usd": entry.get("budget_usd", entry.get("budget")),
            "budget_period": entry.get("budget_period", entry.get("period"))}
-    for name, check, expected in checks:
+    for name, check, expected in FIELD_CHECKS:
         if raw.get(name) is not None:
             value = check(raw[name])
             if value is None:
@@ -133,14 +139,6 @@ def parse_key(entry, where: str, warn: Callable[[str], None]) -> ClientKey | Non
     for name in sorted(set(entry) - KNOWN_FIELDS):
         warn(f"{where}.{name}: unknown field ignored")
     return ClientKey(**values)
-
-
-def _strings_one(value) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _period(value) -> str | None:
-    return value if value in PERIODS else None
 
 
 def new_key(random_bytes: bytes, *, now: float, **fields) -> tuple[str, dict]:

@@ -470,8 +470,9 @@ class Store:
                     _rollback(conn)
                     raise
                 if deleted:
-                    # each step of this pragma frees one page: it must be run to its end
-                    conn.execute("PRAGMA incremental_vacuum").fetchall()
+                    # each step of this pragma frees one page, and execute() steps a statement
+                    # without result columns only once; executescript() steps it to its end
+                    conn.executescript("PRAGMA incremental_vacuum;")
         except sqlite3.Error as exc:
             log.warning("request log: pruning failed: %s", exc)
             with self._cond:

@@ -376,7 +376,7 @@ class Metrics:
 
     def __init__(self, registry: Registry, *, models: Iterable[str] | None = None,
                  start_time: float | None = None, proc: str = "/proc") -> None:
-        r = registry
+        self.registry = r = registry
         self.requests = r.counter("clewdr_requests_total", "Requests answered, by route, provider, model and status.",
                                   ("route", "provider", "model", "status"))
         self.request_duration = r.histogram("clewdr_request_duration_seconds",

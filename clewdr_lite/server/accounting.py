@@ -59,10 +59,33 @@ async def timing(request: web.Request, handler):
     clock = Timing(arrived=time.monotonic())
     request[TIMING_KEY] = clock
     token = TIMING.set(clock)
+    status = 500
     try:
-        return await handler(request)
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
     finally:
         TIMING.reset(token)
+        _finished(request, clock, status)
+
+
+def _finished(request: web.Request, clock: Timing, status: int) -> None:
+    """Count the request in /metrics (and, once the store is wired, the request log)."""
+    from clewdr_lite.server.app import STATE
+
+    state = request.app[STATE]
+    record = request.get(ACCT_KEY) or {}
+    now = time.monotonic()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+    state.metrics.request_done(route=route, provider=record.get("provider"), model=record.get("model"),
+                               status=status, duration_s=now - clock.arrived,
+                               ttfb_s=(clock.last_headers - clock.read) if clock.last_headers else None,
+                               overhead_s=clock.overhead_ms(now) / 1000,
+                               input_tokens=record.get("input_tokens", 0),
+                               output_tokens=record.get("output_tokens", 0))
 
 
 async def headers_hook(request: web.Request, response: web.StreamResponse) -> None:

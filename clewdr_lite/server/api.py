@@ -13,7 +13,7 @@ from clewdr_lite import errors, router
 from clewdr_lite.protocol import anthropic, openai, tokens
 from clewdr_lite.protocol.openai_stream import OpenAIStream
 from clewdr_lite.server import models
-from clewdr_lite.server.accounting import TIMING_KEY, acct
+from clewdr_lite.server.accounting import TIMING_KEY, acct, note_usage
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import aggregate, hub_call, respond_hub
 from clewdr_lite.server.middleware import public
@@ -211,6 +211,7 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
         message = await aggregate(events)
     finally:
         log.info("[FIN] elapsed: %.2fs", time.monotonic() - started)
+    note_usage(request, message.get("usage"))
     if dialect == errors.ANTHROPIC and anthropic.thinking_from_suffix(original):
         message = anthropic.without_thinking(message)  # SillyTavern reads content[0].text only (clients.md §6.1)
     if dialect == errors.OPENAI:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from clewdr_lite import telemetry
 from clewdr_lite.pool import CookiePool, KeyPool
 from clewdr_lite.providers import parse_providers
 from clewdr_lite.protocol import claude_web as web_proto
@@ -49,6 +50,7 @@ class State:
     clients: dict = field(default_factory=dict)
     saved_version: tuple = ()
     listing: tuple | None = None  # (pool version, built at, body) of GET /api/cookies
+    metrics: Any = None  # telemetry.Metrics
 
     def client(self, backend: str | None = None):
         """The outbound client for the current `proxy` setting (rebuilt when it changes)."""
@@ -152,6 +154,8 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
     common = dict(config=lambda: state.config, client=state.plain, clock=clock, rand=rand, sleep=sleep)
     state.google = {"gemini": AIStudio(KeyPool.from_keys(gemini_key_entries(config)), **common),
                     "vertex": Vertex(list(config.vertex.get("credentials") or []), **common)}
+    state.metrics = telemetry.Metrics(telemetry.Registry(), start_time=clock())
+    state.metrics.watch_credentials(lambda: metrics.credential_states(state))
     app[STATE] = state
     api.setup(app)
     messages_api.setup(app)

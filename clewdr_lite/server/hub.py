@@ -15,6 +15,7 @@ from aiohttp import web
 from clewdr_lite import errors
 from clewdr_lite.protocol import anthropic, openai
 from clewdr_lite.protocol.openai_stream import OpenAIStream
+from clewdr_lite.server.accounting import note_usage
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.streaming import AnthropicOut, send_stream
 
@@ -73,6 +74,7 @@ async def respond_hub(request: web.Request, result, dialect: str, *, model: str,
             model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
             include_usage=include_usage, thinking_output=config.thinking_output)
         return await send_stream(request, result, out)
+    note_usage(request, result.get("usage"))
     if dialect == errors.OPENAI:
         return json_response(openai.from_hub(result, model=model, created=int(time.time()),
                                              thinking_output=config.thinking_output))

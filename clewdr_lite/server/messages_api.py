@@ -11,7 +11,7 @@ from aiohttp import web
 from clewdr_lite import errors
 from clewdr_lite.protocol import anthropic, openai
 from clewdr_lite.protocol.openai_stream import OpenAIStream
-from clewdr_lite.server.accounting import acct
+from clewdr_lite.server.accounting import acct, note_usage
 from clewdr_lite.server.api import json_response, local_answer, read_json
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.streaming import send_stream
@@ -26,10 +26,13 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
     config = request.app[STATE].config
     if stream:
         if dialect == errors.ANTHROPIC:
-            return await send_stream(request, result.raw(), RawOut())  # pass-through fast path
+            response = await send_stream(request, result.raw(), RawOut())  # pass-through fast path
+            note_usage(request, {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens})
+            return response
         out = OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
                            include_usage=include_usage, thinking_output=config.thinking_output)
         return await send_stream(request, result.events(), out)
+    note_usage(request, result.get("usage") if isinstance(result, dict) else None)
     if dialect == errors.OPENAI:
         return json_response(openai.from_hub(result, model=model, created=int(time.time()),
                                              thinking_output=config.thinking_output))

@@ -42,8 +42,37 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if valid else 503)
 
 
+@public
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text; the admin Bearer is needed unless `[metrics] public = true`."""
+    from clewdr_lite import telemetry
+    from clewdr_lite.errors import AuthError
+    from clewdr_lite.server.app import STATE
+
+    state = request.app[STATE]
+    table = state.config.tables.get("metrics") or {}
+    if not table.get("public") and not _is_admin(request, state.config.admin_password):
+        raise AuthError("the admin password is needed for /metrics (or set [metrics] public = true)")
+    return web.Response(body=state.metrics.registry.render().encode(),
+                        headers={"Content-Type": telemetry.CONTENT_TYPE})
+
+
+def credential_states(state) -> dict:
+    """{provider: {state: n}} for the credential gauge, read at scrape time."""
+    valid, exhausted, invalid = state.pool.counts()
+    out = {"claude_web": {"active": valid, "cooling": exhausted, "disabled": invalid}}
+    now = state.clock()
+    pools = {name: keyed.pool for name, keyed in state.keyed.items()}
+    pools.update({kind: google.pool for kind, google in state.google.items()})
+    for name, pool in pools.items():
+        active, cooling, disabled = pool.counts(now)
+        out[name] = {"active": active, "cooling": cooling, "disabled": disabled}
+    return out
+
+
 def setup(app: web.Application) -> None:
-    """Register the health routes."""
+    """Register the health and metrics routes."""
     for path in ("/health", "/healthz"):
         app.router.add_get(path, health)
     app.router.add_get("/readyz", ready)
+    app.router.add_get("/metrics", metrics)

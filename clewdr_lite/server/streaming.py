@@ -10,6 +10,7 @@ from aiohttp import web
 
 from clewdr_lite import errors
 from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, encode_json
+from clewdr_lite.server.accounting import note_event
 
 log = logging.getLogger("clewdr_lite.server")
 
@@ -17,6 +18,7 @@ KEEPALIVE_S = 15.0
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
 _PING = encode_json({"type": "ping"}, event="ping")
+_USAGE_EVENTS = frozenset({"message_start", "message_delta"})
 
 
 class AnthropicOut:
@@ -78,6 +80,8 @@ async def send_stream(request: web.Request, events: AsyncIterator[dict], out,
     keepalive = KeepAlive(resp, out)
     try:
         async for event in events:
+            if type(event) is dict and event.get("type") in _USAGE_EVENTS:
+                note_event(request, event)
             data = out.feed(event)
             if data:
                 await resp.write(data)

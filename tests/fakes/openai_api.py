@@ -30,7 +30,7 @@ from tests.fakes.openai_errors import (
 )
 from tests.fakes.openai_state import ENDPOINTS, OKey, Recorded
 from tests.fakes.openai_wire import (
-    DEFAULT_MODELS, DONE, FLAVOURS, OPENROUTER_COMMENT, SSE_HEADERS, OScript, OToolCall, Pieces, completion_json,
+    DEFAULT_MODELS, DONE, FLAVOURS, OPENROUTER_COMMENT, SSE_HEADERS, OScript, OToolCall, Pieces, Plan, completion_json,
     count_prompt_tokens, models_list, plan_reply, sse, stream_chunks,
 )
 
@@ -231,6 +231,10 @@ class FakeOpenAI:
             text = json.dumps(completion_json(plan), indent=indent, ensure_ascii=False)
             return web.Response(text=text, content_type="application/json", headers=headers)
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        return await self._stream(request, self._sse_blocks(plan, include_usage, failing), {**SSE_HEADERS, **headers})
+
+    def _sse_blocks(self, plan: Plan, include_usage: bool, failing: bool) -> list[bytes]:
+        """The SSE blocks of a stream: chunks and [DONE], or half the chunks and an error chunk."""
         chunks = stream_chunks(plan, include_usage=include_usage and not failing, interleave=self.interleave_tools)
         data = [sse(c) for c in chunks]
         if failing:
@@ -240,7 +244,7 @@ class FakeOpenAI:
             data.append(DONE)
         if self.flavour == "openrouter":
             data.insert(0, OPENROUTER_COMMENT)
-        return await self._stream(request, data, {**SSE_HEADERS, **headers})
+        return data
 
     def _check_model(self, model: str) -> None:
         if self.accept_any_model or model in self.model_ids():
