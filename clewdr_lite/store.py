@@ -248,6 +248,8 @@ class Store:
                  retention_mb: float = 100, retention_s: float = 3600.0,
                  bodies: bool | str = False, body_max_kb: int = 64,
                  busy_timeout_ms: int = 5000) -> None:
+        if not retention_s > 0 or not batch_s >= 0:
+            raise ValueError("retention_s must be positive and batch_s not negative")
         self.path = None if path is None or str(path) == ":memory:" else Path(path)
         self.batch_s = batch_s  # read every cycle: conserve mode may stretch it (§11.3)
         self._clock = clock
@@ -380,15 +382,17 @@ class Store:
     def _cycle(self) -> bool:
         """Wait until a batch is due, prune when due, write the batch; False once stopped."""
         with self._cond:
-            idle_s = min(self._retention_s, max(0.0, self._next_prune - self._clock()))
-            self._cond.wait_for(self._has_work, timeout=idle_s)
+            until_prune = self._next_prune - self._clock()
+            self._cond.wait_for(self._has_work, timeout=min(self._retention_s, max(0.0, until_prune)))
             # at most one transaction per batch_s, unless 200 rows wait or someone needs it now
             delay = self._last_commit + self.batch_s - time.monotonic()
             if delay > 0:
                 self._cond.wait_for(self._urgent, timeout=delay)
             items = self._carry + list(self._queue)
             self._queue.clear()
-            prune = self._prune_wanted or self._clock() >= self._next_prune
+            until_prune = self._next_prune - self._clock()
+            # a wall clock set back by more than an interval must not postpone pruning for days
+            prune = self._prune_wanted or not 0 < until_prune <= self._retention_s
         # pruning first, so a flush() that follows a due pass returns after it
         if prune:
             self._prune()

@@ -21,8 +21,10 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SI
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 10
 
-# Records rows as fast as it can while its writer commits every 2 ms on its own; after each
-# flush() returns it reports how many rows it has recorded, all of them committed by then.
+# Records rows as fast as it can while its writer commits every 2 ms on its own. "recorded N" lines
+# come every 250 rows and before each flush(), so a kill right after one lands anywhere among
+# records, background commits and flushes; "committed N" comes after flush() returns: all N rows
+# are on disk by then.
 CHILD = r'''
 import random, sys
 from clewdr_lite.store import Store
@@ -32,10 +34,13 @@ rng = random.Random(seed)
 store = Store(path, batch_s=0.002, retention_rows=0, retention_days=0, retention_mb=0)
 n = 0
 while True:
-    for _ in range(rng.randint(1, 60)):
+    for _ in range(rng.randint(1, 2000)):
         store.record({"request_id": f"{tag}-{n}", "client_key_id": "k1", "cost_usd": 0.001,
-                      "provider": "p", "input_tokens": n, "user_agent": "x" * rng.randint(0, 3000)})
+                      "provider": "p", "input_tokens": n, "user_agent": "x" * rng.randint(0, 500)})
         n += 1
+        if n % 250 == 0:
+            print(f"recorded {n}", flush=True)
+    print(f"recorded {n}", flush=True)
     store.flush()
     print(f"committed {n}", flush=True)
 '''
@@ -45,6 +50,11 @@ def _reader(stream, lines: queue.Queue) -> None:
     for line in stream:
         lines.put(line.strip())
     lines.put(None)
+
+
+def _committed(line: str, before: int) -> int:
+    kind, count = line.split()
+    return int(count) if kind == "committed" else before
 
 
 def _run_and_kill(path: Path, tag: str, reports: int, seed: int) -> int:
@@ -61,8 +71,8 @@ def _run_and_kill(path: Path, tag: str, reports: int, seed: int) -> int:
         for _ in range(reports):
             line = lines.get(timeout=10)
             assert line is not None, proc.stderr.read()
-            committed = int(line.split()[1])
-        # killed right away: the child is somewhere in recording, a batch commit or a flush
+            committed = _committed(line, committed)
+        # killed at once: after "recorded" the child is flushing, after "committed" recording
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -70,7 +80,7 @@ def _run_and_kill(path: Path, tag: str, reports: int, seed: int) -> int:
         proc.stdout.close()
         proc.stderr.close()
     while (line := lines.get(timeout=10)) is not None:
-        committed = int(line.split()[1])  # printed before the kill landed: committed too
+        committed = _committed(line, committed)  # printed before the kill landed
     return committed
 
 
@@ -80,8 +90,7 @@ def test_sigkill_while_writing_never_loses_a_committed_row(tmp_path):
     expected: set[str] = set()
     for round_no in range(ROUNDS):
         tag = f"r{round_no}"
-        committed = _run_and_kill(path, tag, rng.randint(1, 6), rng.randrange(2 ** 32))
-        assert committed > 0
+        committed = _run_and_kill(path, tag, rng.randint(1, 40), rng.randrange(2 ** 32))
         expected |= {f"{tag}-{n}" for n in range(committed)}
         conn = sqlite3.connect(str(path))
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -1,0 +1,132 @@
+"""OpenAI-compatible providers: Claude clients through the converters, OpenAI clients passed through,
+failover before the first byte and never after it."""
+
+from __future__ import annotations
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.fakes.openai_api import FakeOpenAI, OScript, OToolCall
+
+KEY = "sk-test-" + "o" * 40
+TOOLS = [{"name": "get_weather", "description": "weather", "input_schema": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+         {"name": "get_time", "description": "time", "input_schema": {
+             "type": "object", "properties": {"tz": {"type": "string"}}}}]
+
+
+@pytest.fixture
+async def upstream(clock):
+    async with FakeOpenAI(clock=clock, flavour="deepseek") as fake:
+        fake.add_key(KEY)
+        yield fake
+
+
+def provider(fake, name="deep", **extra) -> dict:
+    return {"name": name, "type": "openai", "base_url": fake.base_url, "keys": [KEY],
+            "models": ["deepseek-*"], **extra}
+
+
+async def test_claude_client_with_parallel_tools_streamed(upstream, start_proxy):
+    proxy = await start_proxy({"providers": [provider(upstream)]})
+    upstream.reply = OScript(text="Checking both.", reasoning=["think ", "first"], tool_calls=[
+        OToolCall("get_weather", '{"city": "Paris"}'), OToolCall("get_time", '{"tz": "CET"}')])
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+        async with c.messages.stream(model="deepseek-chat", max_tokens=500, tools=TOOLS,
+                                     messages=[{"role": "user", "content": "weather and time?"}]) as s:
+            events = [e.type async for e in s]
+            final = await s.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use", "tool_use"]
+    assert final.content[0].signature.startswith("clewdr-lite:")
+    assert [(b.name, b.input) for b in final.content[2:]] == [
+        ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+    assert final.stop_reason == "tool_use" and final.model == "deepseek-chat"
+    assert final.usage.input_tokens > 0 and events[0] == "message_start"
+    # the tool results go back as tool messages; the proxy's synthetic thinking is not sent back
+    history = [{"role": "user", "content": "weather and time?"},
+               {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in final.content]},
+               {"role": "user", "content": [
+                   {"type": "tool_result", "tool_use_id": final.content[2].id, "content": "sunny"},
+                   {"type": "tool_result", "tool_use_id": final.content[3].id, "content": "12:00", "is_error": False},
+                   {"type": "text", "text": "thanks"}]}]
+    upstream.reply = OScript(text="Sunny at noon.")
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+        msg = await c.messages.create(model="deepseek-chat", max_tokens=500, tools=TOOLS, messages=history)
+    assert msg.content[-1].text == "Sunny at noon."
+    sent = upstream.requests_to("chat")[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool", "user"]
+    assert "reasoning_content" not in sent[1]
+    assert upstream.violations == []
+
+
+async def test_openai_client_passes_through(upstream, start_proxy):
+    proxy = await start_proxy({"providers": [provider(upstream)], "aliases": {"fast": "deep/deepseek-chat"}})
+    upstream.reply = OScript(text=["pass", "ed"])
+    async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=PASSWORD, max_retries=0) as c:
+        resp = await c.chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}])
+        stream = await c.chat.completions.create(model="fast", stream=True, messages=[{"role": "user", "content": "x"}])
+        chunks = [ch async for ch in stream]
+    assert resp.choices[0].message.content == "passed" and resp.model == "fast"
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "passed"
+    assert all(ch.model == "fast" for ch in chunks)
+    sent = upstream.requests_to("chat")[-1]
+    assert sent.json["model"] == "deepseek-chat" and sent.key == KEY
+    assert sent.json["stream_options"] == {"include_usage": True}
+
+
+async def test_failover_to_second_provider_before_first_byte(clock, start_proxy):
+    async with FakeOpenAI(clock=clock) as first, FakeOpenAI(clock=clock, flavour="deepseek") as second:
+        first.add_key(KEY, behaviour="unavailable")
+        second.add_key(KEY)
+        second.reply = OScript(text="from the second")
+        aliases = {"smart": ["one/gpt-4o", "two/deepseek-chat"]}
+        proxy = await start_proxy({"providers": [provider(first, "one", models=[]), provider(second, "two", models=[])],
+                                   "aliases": aliases, "max_retries": 0})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            raw = await c.messages.with_raw_response.create(model="smart", max_tokens=50,
+                                                            messages=[{"role": "user", "content": "x"}])
+    msg = await raw.parse()
+    assert msg.content[0].text == "from the second" and raw.headers["x-clewdr-provider"] == "two"
+    assert len(first.requests_to("chat")) == 1
+
+
+async def test_no_failover_after_the_first_byte(clock, start_proxy):
+    async with FakeOpenAI(clock=clock) as first, FakeOpenAI(clock=clock) as second:
+        first.add_key(KEY, behaviour="stream_error")
+        second.add_key(KEY)
+        first.reply = OScript(text="a fairly long answer that gets cut in the middle")
+        proxy = await start_proxy({"providers": [provider(first, "one", models=[]), provider(second, "two", models=[])],
+                                   "aliases": {"smart": ["one/gpt-4o", "two/gpt-4o"]}})
+        async with aiohttp.ClientSession() as s:
+            async with s.post(proxy.url + "/v1/messages", headers={"x-api-key": PASSWORD}, json={
+                    "model": "smart", "max_tokens": 50, "stream": True,
+                    "messages": [{"role": "user", "content": "x"}]}) as r:
+                body = await r.text()
+    assert "event: error" in body and second.requests_to("chat") == []
+
+
+async def test_key_rotation_and_local_server_without_keys(clock, start_proxy):
+    async with FakeOpenAI(clock=clock) as fake:
+        fake.add_key("sk-bad-" + "b" * 30, behaviour="invalid")
+        fake.add_key(KEY)
+        fake.reply = OScript(text="ok")
+        proxy = await start_proxy({"providers": [
+            {"name": "oa", "type": "openai", "base_url": fake.base_url, "keys": ["sk-bad-" + "b" * 30, KEY],
+             "models": ["gpt-*"]}]})
+        async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=PASSWORD, max_retries=0) as c:
+            for _ in range(2):
+                resp = await c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        assert resp.choices[0].message.content == "ok"
+        assert proxy.state.keyed["oa"].pool.find("sk-bad-" + "b" * 30).state == "disabled"
+    async with FakeOpenAI(clock=clock) as local:
+        local.open_access = True
+        local.accept_any_model = True
+        local.reply = OScript(text="llama here")
+        proxy = await start_proxy({"providers": [{"name": "lan", "type": "openai", "base_url": local.base_url,
+                                                  "models": ["llama*"]}]})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            msg = await c.messages.create(model="llama3", max_tokens=20, messages=[{"role": "user", "content": "x"}])
+    assert msg.content[0].text == "llama here" and "Authorization" not in local.requests_to("chat")[-1].headers
