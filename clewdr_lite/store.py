@@ -411,7 +411,9 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0]
-                    conn.executemany(INSERT_REQUEST, [(base + n, *row) for n, row in enumerate(rows, 1)])
+                    # ids are given here, so kept bodies can share their row's id
+                    numbered = [(base + n, *row) for n, row in enumerate(rows, 1)]
+                    conn.executemany(INSERT_REQUEST, numbered)
                     conn.executemany(INSERT_BODY, [(base + n, *body) for n, *body in bodies])
                     conn.executemany(UPSERT_SPEND, spend)
                     conn.execute("COMMIT")
@@ -524,7 +526,7 @@ class Store:
     def recent(self, limit: int = 100, *, since: float | None = None, before: int | None = None,
                key: str | None = None, provider: str | None = None,
                status: int | str | None = None) -> list[dict]:
-        """Log rows, newest first; `before` is a row id (paging), `status` a code, "5xx", "ok" or "error"."""
+        """Log rows, newest first; `before` is a row id, `status` a code, "5xx", "ok" or "error"."""
         where, params = [], []
         for clause, value in (("ts >= ?", since), ("id < ?", before),
                               ("client_key_id = ?", key), ("provider = ?", provider)):
@@ -546,7 +548,7 @@ class Store:
 
     def usage(self, group_by: str, since: float | None = None, *,
               until: float | None = None) -> list[dict]:
-        """Requests, tokens, cost, shadow cost and errors per key, provider, credential, model or day/week/month."""
+        """Requests, tokens, cost, shadow cost and errors per group; periods in order, else by cost."""
         if group_by not in GROUPS:
             raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
         expr, with_provider, by_time = GROUPS[group_by]

@@ -17,6 +17,7 @@ from clewdr_lite.upstream.http import TIMING, Timing
 _Key = getattr(web, "RequestKey", None)
 TIMING_KEY = _Key("timing", Timing) if _Key else "timing"
 ACCT_KEY = _Key("acct", dict) if _Key else "acct"
+CLIENT_KEY = _Key("client_key", object) if _Key else "client_key"
 INFERENCE_PREFIXES = ("/v1", "/code/", "/gemini/", "/vertex/", "/messages", "/chat/", "/models")
 
 
@@ -72,20 +73,57 @@ async def timing(request: web.Request, handler):
         _finished(request, clock, status)
 
 
+def admit(request: web.Request, *, model: str, provider: str, upstream_model: str, estimate: int) -> None:
+    """A client key's admission checks (gateway.md §9.3), once per request; nothing for the password."""
+    from clewdr_lite.server.app import STATE
+
+    key = request.get(CLIENT_KEY)
+    record = acct(request)
+    if key is None or "admitted" in record:
+        return
+    state = request.app[STATE]
+    now = state.clock()
+    state.client_keys.admit(key, model=model, now=now, estimate_tokens=estimate, spent=state.spent(key, now),
+                            resolved=f"{provider}/{upstream_model}", provider=provider)
+    record.update(admitted=estimate, key_id=key.id)
+
+
+def _settle_key(request: web.Request, record: dict) -> float:
+    """Release an admitted client key, charge its tokens and spend; the request's cost."""
+    from clewdr_lite.client_keys import cost
+    from clewdr_lite.server.app import STATE
+
+    state = request.app[STATE]
+    usage = {"input_tokens": record.get("input_tokens", 0), "output_tokens": record.get("output_tokens", 0)}
+    usd = cost(record.get("model") or "", usage) if record.get("model") else 0.0
+    key = request.get(CLIENT_KEY)
+    if key is not None and "admitted" in record:
+        now = state.clock()
+        state.client_keys.release(key)
+        state.client_keys.record_tokens(key, usage["input_tokens"] + usage["output_tokens"], now,
+                                        estimated=record["admitted"])
+        state.add_spend(key, now, usd)
+    return usd
+
+
 def _finished(request: web.Request, clock: Timing, status: int) -> None:
-    """Count the request in /metrics (and, once the store is wired, the request log)."""
+    """Count the request in /metrics and settle its client key."""
     from clewdr_lite.server.app import STATE
 
     state = request.app[STATE]
     record = request.get(ACCT_KEY) or {}
+    record["cost"] = _settle_key(request, record)
     now = time.monotonic()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+    if state.store is not None:
+        state.store.record(_row(request, record, clock, status, route, now))
     state.metrics.request_done(route=route, provider=record.get("provider"), model=record.get("model"),
                                status=status, duration_s=now - clock.arrived,
                                ttfb_s=(clock.last_headers - clock.read) if clock.last_headers else None,
                                overhead_s=clock.overhead_ms(now) / 1000,
                                input_tokens=record.get("input_tokens", 0),
-                               output_tokens=record.get("output_tokens", 0))
+                               output_tokens=record.get("output_tokens", 0), cost_usd=record["cost"],
+                               client_key=record.get("key_id"))
 
 
 async def headers_hook(request: web.Request, response: web.StreamResponse) -> None:
@@ -103,3 +141,20 @@ async def headers_hook(request: web.Request, response: web.StreamResponse) -> No
     if record.get("provider"):
         response.headers["x-clewdr-provider"] = record["provider"]
     response.headers["x-clewdr-attempts"] = str(max(clock.sends, 1 if clock.sends else 0))
+
+
+def _row(request: web.Request, record: dict, clock: Timing, status: int, route: str, now: float) -> dict:
+    """The request-log row of gateway.md §11.2 (metadata only; no bodies)."""
+    from clewdr_lite.errors import anthropic_type
+    from clewdr_lite.server.middleware import dialect_of
+
+    ms = lambda seconds: int(seconds * 1000)  # noqa: E731
+    return {"ts": time.time(), "client_key_id": record.get("key_id"), "route": route,
+            "dialect": dialect_of(request.path), "model_requested": record.get("model"),
+            "provider": record.get("provider"), "stream": int(bool(record.get("stream"))),
+            "status": status, "error_type": anthropic_type(status) if status >= 400 else None,
+            "attempts": max(clock.sends, 1), "duration_ms": ms(now - clock.arrived),
+            "ttfb_ms": ms(clock.last_headers - clock.read) if clock.last_headers else None,
+            "overhead_ms": ms(clock.overhead_ms(now) / 1000), "input_tokens": record.get("input_tokens", 0),
+            "output_tokens": record.get("output_tokens", 0), "cost_usd": record.get("cost", 0.0),
+            "user_agent": request.headers.get("User-Agent", "")[:200]}

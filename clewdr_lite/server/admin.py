@@ -185,6 +185,34 @@ async def post_config(request: web.Request) -> web.Response:
 
 
 @admin
+async def logs(request: web.Request) -> web.Response:
+    """GET /api/logs?limit=&key=&provider=&status=&since=: the newest request-log rows."""
+    store = request.app[STATE].store
+    q = request.query
+    try:
+        limit = int(q.get("limit", 100))
+        since = float(q["since"]) if "since" in q else None
+    except ValueError:
+        raise errors.BadRequest("limit and since must be numbers") from None
+    rows = await asyncio.to_thread(store.recent, limit, since=since, key=q.get("key"),
+                                   provider=q.get("provider"), status=q.get("status"))
+    return _json({"rows": rows})
+
+
+@admin
+async def usage(request: web.Request) -> web.Response:
+    """GET /api/usage?group_by=key|provider|credential|model|day&since=: aggregated usage."""
+    store = request.app[STATE].store
+    group = request.query.get("group_by", "provider")
+    try:
+        since = float(request.query["since"]) if "since" in request.query else None
+        rows = await asyncio.to_thread(store.usage, group, since)
+    except ValueError as exc:
+        raise errors.BadRequest(str(exc)) from None
+    return _json({"group_by": group, "rows": rows})
+
+
+@admin
 async def storage_status(request: web.Request) -> web.Response:
     """GET /api/storage/status: file mode, with real write statistics (compat.md §7.9)."""
     file = request.app[STATE].config_file
@@ -215,5 +243,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/config", get_config)
     r.add_post("/api/config", post_config)
     r.add_get("/api/storage/status", storage_status)
+    r.add_get("/api/logs", logs)
+    r.add_get("/api/usage", usage)
     r.add_post("/api/storage/import", storage_unsupported)
     r.add_post("/api/storage/export", storage_unsupported)

@@ -13,7 +13,7 @@ from clewdr_lite import errors, router
 from clewdr_lite.protocol import anthropic, openai, tokens
 from clewdr_lite.protocol.openai_stream import OpenAIStream
 from clewdr_lite.server import models
-from clewdr_lite.server.accounting import TIMING_KEY, acct, note_usage
+from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import aggregate, hub_call, respond_hub
 from clewdr_lite.server.middleware import public
@@ -91,6 +91,8 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
     """Send an open-route request to the provider its model resolves to, failing over in order."""
     state = request.app[STATE]
     route = route_for(state, req["model"], dialect)
+    admit(request, model=req["model"], provider=route.provider, upstream_model=route.model,
+          estimate=tokens.estimate_request(req))
     candidates = route.candidates or ((route.provider, route.model),)
     for number, (provider, model) in enumerate(candidates):
         step = router.Route(provider, model, candidates[number:], route.via)
@@ -118,7 +120,7 @@ async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, 
 
     state = request.app[STATE]
     kind = state.provider(route.provider).type
-    acct(request).update(provider=route.provider, model=req["model"])
+    acct(request).update(provider=route.provider, model=req["model"], stream=bool(req.get("stream")))
     if kind == "claude_web":
         return await serve_web(request, {**req, "model": route.model}, dialect, original=original,
                                include_usage=include_usage, echo_model=req["model"])

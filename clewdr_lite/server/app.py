@@ -12,6 +12,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from clewdr_lite import telemetry
+from clewdr_lite.client_keys import ClientKeys
 from clewdr_lite.pool import CookiePool, KeyPool
 from clewdr_lite.providers import parse_providers
 from clewdr_lite.protocol import claude_web as web_proto
@@ -51,6 +52,20 @@ class State:
     saved_version: tuple = ()
     listing: tuple | None = None  # (pool version, built at, body) of GET /api/cookies
     metrics: Any = None  # telemetry.Metrics
+    client_keys: Any = None  # client_keys.ClientKeys
+    store: Any = None  # store.Store, opened in cleanup_ctx
+    spend: dict = field(default_factory=dict)  # (key id, period start) -> USD
+
+    def spent(self, key, now: float) -> float:
+        """A client key's spend in its current budget period."""
+        from clewdr_lite.client_keys import period_start
+        return self.spend.get((key.id, period_start(key.budget_period, now, key.budget_reset_at)), 0.0)
+
+    def add_spend(self, key, now: float, usd: float) -> None:
+        """Charge a finished request to its key's current period."""
+        from clewdr_lite.client_keys import period_start
+        slot = (key.id, period_start(key.budget_period, now, key.budget_reset_at))
+        self.spend[slot] = self.spend.get(slot, 0.0) + usd
 
     def client(self, backend: str | None = None):
         """The outbound client for the current `proxy` setting (rebuilt when it changes)."""
@@ -154,6 +169,7 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
     common = dict(config=lambda: state.config, client=state.plain, clock=clock, rand=rand, sleep=sleep)
     state.google = {"gemini": AIStudio(KeyPool.from_keys(gemini_key_entries(config)), **common),
                     "vertex": Vertex(list(config.vertex.get("credentials") or []), **common)}
+    state.client_keys = ClientKeys.from_tables(config.tables, warn=log.warning)
     state.metrics = telemetry.Metrics(telemetry.Registry(), start_time=clock())
     state.metrics.watch_credentials(lambda: metrics.credential_states(state))
     app[STATE] = state
@@ -174,8 +190,33 @@ def _backend(choice: str) -> str:
     return choice
 
 
+def _db_path(state: State):
+    """clewdr.db next to clewdr.toml (or `db_path`); in memory under no_fs or without a file."""
+    if state.config.no_fs or state.config_file is None:
+        return None
+    return state.config.db_path or str(state.config_file.path.with_name("clewdr.db"))
+
+
+async def _open_store(state: State) -> None:
+    from clewdr_lite.store import Store  # sqlite3 is loaded when first needed (DESIGN.md §5.11)
+
+    log_table = state.config.tables.get("log") or {}
+    try:
+        state.store = await asyncio.to_thread(Store, _db_path(state), bodies=log_table.get("bodies", False))
+    except Exception as exc:  # a broken database must not stop the proxy: log in memory instead
+        log.error("clewdr.db unusable (%s); keeping the request log in memory", exc)
+        state.store = await asyncio.to_thread(Store, None)
+    for key in state.client_keys.keys if state.client_keys else ():
+        if key.budget_usd is not None:  # seed the in-memory budget totals (gateway.md §9.5)
+            from clewdr_lite.client_keys import period_start
+            since = period_start(key.budget_period, state.clock(), key.budget_reset_at)
+            spent = await asyncio.to_thread(state.store.spend, key.id, since)
+            state.spend[(key.id, since)] = spent
+
+
 async def _background(app: web.Application):
     state = app[STATE]
+    await _open_store(state)
     state.saved_version = _versions(state)
     tasks = [asyncio.ensure_future(_persister(state)), asyncio.ensure_future(_ticker(state))]
     yield
@@ -184,6 +225,8 @@ async def _background(app: web.Application):
     await asyncio.gather(*tasks, return_exceptions=True)
     await state.code.close()
     await save_pool(state)
+    if state.store is not None:
+        await asyncio.to_thread(state.store.close)
     for client in state.clients.values():
         await client.close()
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from clewdr_lite import errors
 from clewdr_lite.protocol import gemini as gem
 from clewdr_lite.protocol import tokens
-from clewdr_lite.server.accounting import acct
+from clewdr_lite.server.accounting import acct, admit
 from clewdr_lite.server.api import json_response, read_json, route_for
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import hub_call
@@ -81,7 +81,8 @@ async def native(request: web.Request) -> web.StreamResponse:
         return json_response(gem.hi_response(model, "resp-" + uuid.uuid4().hex[:16]))
     route = route_for(state, model, errors.GEMINI, bound=_bound(request.path), default="gemini")
     kind = state.provider(route.provider).type
-    acct(request).update(provider=route.provider, model=model)
+    admit(request, model=model, provider=route.provider, upstream_model=route.model, estimate=len(str(body)) // 3)
+    acct(request).update(provider=route.provider, model=model, stream=method == "streamGenerateContent")
     if kind in ("gemini", "vertex"):
         return await _native_google(request, state.google[kind], route.model, method, body)
     return await _native_via_hub(request, route, model, method, gem.normalize(body))

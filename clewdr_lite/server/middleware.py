@@ -111,6 +111,20 @@ def mask(key: str) -> str:
     return (key[:4] + "…" + key[-2:]) if len(key) > 8 else "…"
 
 
+def _client_key(request: web.Request, keys: list[str]) -> bool:
+    """A `sk-clewdr-…` client key (gateway.md §9); its limits are checked once the model is known."""
+    from clewdr_lite.server.accounting import CLIENT_KEY
+    from clewdr_lite.server.app import STATE
+
+    registry = request.app[STATE].client_keys
+    for key in keys:
+        found = registry.lookup(key) if registry is not None else None
+        if found is not None:
+            request[CLIENT_KEY] = found
+            return True
+    return False
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler):
     """API password on inference routes, admin password on /api/*, before the body is read."""
@@ -125,7 +139,7 @@ async def authenticate(request: web.Request, handler):
         auth = request.headers.get("Authorization", "")
         ok = auth[:7].lower() == "bearer " and matches(config.admin_password, [auth[7:].strip()])
     else:
-        ok = matches(config.password, keys)
+        ok = matches(config.password, keys) or _client_key(request, keys)
     if ok:
         return await handler(request)
     log.warning("401 on %s %s: key %s, User-Agent %r", request.method, request.path,

@@ -1,0 +1,104 @@
+"""Client keys through the proxy: model allow-lists, rpm, budgets (403, never 429), expiry."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+import pytest
+
+from clewdr_lite.client_keys import new_key
+from tests.conftest import PASSWORD, make_cookie
+
+MODEL = "claude-sonnet-4-6"
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def make_key(seed: int, **fields) -> tuple[str, dict]:
+    plain, table = new_key(bytes([seed]) * 32, now=0, name=f"k{seed}")
+    table.update(fields)
+    return plain, table
+
+
+@pytest.fixture
+async def proxy_with(fake_web, start_proxy):
+    fake_web.add_account(make_cookie(1))
+    fake_web.reply = "a reply of some length to be priced"
+
+    async def start(*tables):
+        return await start_proxy({"rproxy": fake_web.base_url, "client_keys": list(tables)},
+                                 cookies=[make_cookie(1)])
+    return start
+
+
+async def test_client_key_works_and_password_still_works(proxy_with):
+    plain, table = make_key(1)
+    proxy = await proxy_with(table)
+    for secret in (plain, PASSWORD):
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=secret, max_retries=0) as c:
+            assert (await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)).content
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key="sk-clewdr-unknown", max_retries=0) as c:
+        with pytest.raises(anthropic.AuthenticationError):
+            await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+
+
+async def test_model_allow_list(proxy_with):
+    plain, table = make_key(2, models=["claude-haiku-*"])
+    proxy = await proxy_with(table)
+    async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=plain, max_retries=0) as c:
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            await c.chat.completions.create(model=MODEL, messages=MSG)
+    assert "model not allowed" in info.value.message
+
+
+async def test_rpm_limit_answers_429_with_retry_after(proxy_with):
+    plain, table = make_key(3, rpm=1)
+    proxy = await proxy_with(table)
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=plain, max_retries=0) as c:
+        await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+        with pytest.raises(anthropic.RateLimitError) as info:
+            await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+    assert int(info.value.response.headers["retry-after"]) >= 1
+
+
+async def test_budget_exhausted_is_403_and_priced_from_the_table(proxy_with):
+    plain, table = make_key(4, budget_usd=0.000001, budget_period="monthly")
+    proxy = await proxy_with(table)
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=plain, max_retries=0) as c:
+        await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+        with pytest.raises(anthropic.PermissionDeniedError) as info:
+            await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+    assert "budget exhausted" in info.value.message
+    assert sum(proxy.state.spend.values()) > 0.000001
+
+
+async def test_expired_and_disabled_keys_are_401(proxy_with, clock):
+    expired, t1 = make_key(5, expires_at=clock.now - 1)
+    disabled, t2 = make_key(6, enabled=False)
+    proxy = await proxy_with(t1, t2)
+    for secret in (expired, disabled):
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=secret, max_retries=0) as c:
+            with pytest.raises(anthropic.AuthenticationError):
+                await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+
+
+async def test_request_log_and_usage_by_key(proxy_with):
+    import aiohttp
+
+    from tests.conftest import ADMIN_PASSWORD
+
+    plain, table = make_key(7)
+    proxy = await proxy_with(table)
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=plain, max_retries=0) as c:
+        await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+        async with c.messages.stream(model=MODEL, max_tokens=20, messages=MSG) as s:
+            await s.get_final_message()
+    proxy.state.store.flush()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_PASSWORD}"}) as s:
+        async with s.get(proxy.url + "/api/logs?limit=10") as r:
+            rows = (await r.json())["rows"]
+        async with s.get(proxy.url + "/api/usage?group_by=key") as r:
+            usage = (await r.json())["rows"]
+    assert [(row["stream"], row["status"], row["provider"]) for row in rows] == [
+        (1, 200, "claude_web"), (0, 200, "claude_web")]
+    assert all(row["client_key_id"] == table["id"] and row["output_tokens"] > 0 for row in rows)
+    assert usage[0]["group"] == table["id"] and usage[0]["requests"] == 2 and usage[0]["cost_usd"] > 0
