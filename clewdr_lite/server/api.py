@@ -9,7 +9,7 @@ import uuid
 
 from aiohttp import web
 
-from clewdr_lite import errors, router
+from clewdr_lite import errors, router, scenarios
 from clewdr_lite.protocol import anthropic, openai, tokens
 from clewdr_lite.protocol.openai_stream import OpenAIStream
 from clewdr_lite.server import models
@@ -76,12 +76,14 @@ def _stream_out(dialect: str, model: str, config, include_usage: bool):
                         include_usage=include_usage, thinking_output=config.thinking_output)
 
 
-def route_for(state, model: str, dialect: str, *, bound: str | None = None, default: str = "claude_web"):
+def route_for(state, model: str, dialect: str, *, bound: str | None = None, default: str = "claude_web",
+              scenario=None):
     """Which provider serves `model` on this route (gateway.md §3.3)."""
     aliases = state.config.tables.get("aliases") or {}
     try:
         return router.resolve(model, route_kind=dialect, bound=bound, providers=state.providers,
-                              aliases=aliases if isinstance(aliases, dict) else {}, default=default)
+                              aliases=aliases if isinstance(aliases, dict) else {}, default=default,
+                              scenario=scenario)
     except router.RouteError as exc:
         raise errors.BadRequest(f"model {model!r}: {exc}") from None
 
@@ -90,7 +92,7 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
                    include_usage: bool = False) -> web.StreamResponse:
     """Send an open-route request to the provider its model resolves to, failing over in order."""
     state = request.app[STATE]
-    route = route_for(state, req["model"], dialect)
+    route, req = scenario_route(request, state, req, dialect)
     admit(request, model=req["model"], provider=route.provider, upstream_model=route.model,
           estimate=tokens.estimate_request(req))
     candidates = route.candidates or ((route.provider, route.model),)
@@ -106,6 +108,27 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
             log.warning("provider %s failed (%d %s); trying %s", provider, err.status, err.message,
                         candidates[number + 1][0])
     raise AssertionError("unreachable")
+
+
+def scenario_route(request: web.Request, state, req: dict, dialect: str):
+    """Resolve with Claude Code Router scenarios when `[router]` is on (gateway.md §4); the request
+    sent upstream has the sub-agent tag stripped, and the scenario's fallbacks join the candidates."""
+    table = state.config.tables.get("router") or {}
+    if not scenarios.router_enabled(table, dialect):
+        return route_for(state, req["model"], dialect), req
+    hook = scenarios.make_scenario_hook(table, token_count_fn=tokens.estimate_request, req=req,
+                                        dialect=dialect, headers=request.headers)
+    route = route_for(state, hook.model, dialect, scenario=hook)
+    extra = []
+    for target in scenarios.fallbacks(table, hook.scenario or "default"):
+        try:
+            extra += [c for c in route_for(state, target, dialect).candidates if c not in route.candidates]
+        except errors.BadRequest:
+            log.warning("router fallback %r resolves to nothing", target)
+    log.info("[ROUTER] scenario: %s, model: %s -> %s/%s", hook.scenario, req["model"], route.provider, route.model)
+    acct(request)["scenario"] = hook.scenario
+    routed = router.Route(route.provider, route.model, route.candidates + tuple(extra), route.via)
+    return routed, {**hook.request, "model": req["model"]}
 
 
 def _fails_over(err: errors.ProxyError) -> bool:
