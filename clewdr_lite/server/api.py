@@ -96,18 +96,28 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
     admit(request, model=req["model"], provider=route.provider, upstream_model=route.model,
           estimate=tokens.estimate_request(req))
     candidates = route.candidates or ((route.provider, route.model),)
+    breakers, last = state.breakers, None
     for number, (provider, model) in enumerate(candidates):
+        if not breakers.allow(provider, "*", state.clock()):  # open: skip it (gateway.md §6)
+            last = errors.ProxyError(f"provider {provider} is failing; its circuit breaker is open",
+                                     status=503, type="api_error")
+            continue
         step = router.Route(provider, model, candidates[number:], route.via)
         try:
-            return await _serve_route(request, step, req, dialect, original=original,
-                                      include_usage=include_usage)
+            response = await _serve_route(request, step, req, dialect, original=original,
+                                          include_usage=include_usage)
         except errors.ProxyError as err:
+            breakers.record(provider, "*", not _fails_over(err) or err.status == 429, state.clock())
             # nothing has reached the client yet: another provider may serve it (gateway.md §4.7)
             if number + 1 == len(candidates) or not _fails_over(err):
                 raise
             log.warning("provider %s failed (%d %s); trying %s", provider, err.status, err.message,
                         candidates[number + 1][0])
-    raise AssertionError("unreachable")
+            last = err
+            continue
+        breakers.record(provider, "*", True, state.clock())
+        return response
+    raise last or errors.NoCredential("no provider available")
 
 
 def scenario_route(request: web.Request, state, req: dict, dialect: str):

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from clewdr_lite import telemetry
+from clewdr_lite.breaker import Breakers, BreakerSettings
 from clewdr_lite.client_keys import ClientKeys
 from clewdr_lite.pool import CookiePool, KeyPool
 from clewdr_lite.providers import parse_providers
@@ -54,6 +55,7 @@ class State:
     metrics: Any = None  # telemetry.Metrics
     client_keys: Any = None  # client_keys.ClientKeys
     store: Any = None  # store.Store, opened in cleanup_ctx
+    breakers: Any = None  # breaker.Breakers, per provider ("*") and credential
     spend: dict = field(default_factory=dict)  # (key id, period start) -> USD
 
     def spent(self, key, now: float) -> float:
@@ -170,6 +172,7 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
     state.google = {"gemini": AIStudio(KeyPool.from_keys(gemini_key_entries(config)), **common),
                     "vertex": Vertex(list(config.vertex.get("credentials") or []), **common)}
     state.client_keys = ClientKeys.from_tables(config.tables, warn=log.warning)
+    state.breakers = Breakers(BreakerSettings.from_table(config.tables.get("breaker") or {}, warn=log.warning))
     state.metrics = telemetry.Metrics(telemetry.Registry(), start_time=clock())
     state.metrics.watch_credentials(lambda: metrics.credential_states(state))
     app[STATE] = state

@@ -33,13 +33,15 @@ async def ready(request: web.Request) -> web.Response:
     from clewdr_lite.server.app import STATE
 
     state = request.app[STATE]
-    valid, exhausted, invalid = state.pool.counts()
-    body = {"status": "ready" if valid else "degraded"}
+    now = state.clock()
+    providers = {name: {**counts, "breaker": state.breakers.state(name, "*", now)}
+                 for name, counts in credential_states(state).items()}
+    ready = any(p["active"] and p["breaker"] != "open" for p in providers.values())
+    body = {"status": "ready" if ready else "degraded"}
     if _is_admin(request, state.config.admin_password):
-        body["providers"] = {"claude_web": {"active": valid, "cooling": exhausted, "disabled": invalid,
-                                            "breaker": "closed"}}
+        body["providers"] = providers
         body["http_client"] = state.http_backend
-    return web.json_response(body, status=200 if valid else 503)
+    return web.json_response(body, status=200 if ready else 503)
 
 
 @public

@@ -130,3 +130,31 @@ async def test_key_rotation_and_local_server_without_keys(clock, start_proxy):
         async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
             msg = await c.messages.create(model="llama3", max_tokens=20, messages=[{"role": "user", "content": "x"}])
     assert msg.content[0].text == "llama here" and "Authorization" not in local.requests_to("chat")[-1].headers
+
+
+async def test_breaker_opens_and_skips_a_failing_provider(clock, start_proxy):
+    import aiohttp
+
+    from tests.conftest import ADMIN_PASSWORD
+
+    async with FakeOpenAI(clock=clock) as first, FakeOpenAI(clock=clock, flavour="deepseek") as second:
+        first.add_key(KEY, behaviour="server_error")
+        second.add_key(KEY)
+        second.reply = OScript(text="backup")
+        proxy = await start_proxy({
+            "providers": [provider(first, "one", models=[]), provider(second, "two", models=[])],
+            "aliases": {"smart": ["one/gpt-4o", "two/deepseek-chat"]}, "max_retries": 0,
+            "breaker": {"failures": 2, "open_s": 30}})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            for _ in range(4):
+                msg = await c.messages.create(model="smart", max_tokens=20, messages=[{"role": "user", "content": "x"}])
+                assert msg.content[0].text == "backup"
+        assert len(first.requests_to("chat")) == 2  # then skipped while open
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_PASSWORD}"}) as s:
+            async with s.get(proxy.url + "/readyz") as r:
+                ready = await r.json()
+        assert ready["providers"]["one"]["breaker"] == "open" and ready["providers"]["two"]["breaker"] == "closed"
+        clock.now += 31  # half-open: one probe goes through again
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            await c.messages.create(model="smart", max_tokens=20, messages=[{"role": "user", "content": "x"}])
+        assert len(first.requests_to("chat")) == 3
