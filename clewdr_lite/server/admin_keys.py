@@ -103,3 +103,70 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/vertex/credentials", list_credentials)
     r.add_post("/api/vertex/credential", add_credential)
     r.add_delete("/api/vertex/credential", delete_credential)
+    setup_client_keys(app)
+
+
+def _key_view(state, key) -> dict:
+    """A client key as the admin sees it: never the key itself, only its prefix."""
+    now = state.clock()
+    return {"id": key.id, "name": key.name, "key_prefix": key.key_prefix, "models": list(key.models),
+            "providers": list(key.providers), "rpm": key.rpm, "tpm": key.tpm, "budget_usd": key.budget_usd,
+            "budget_period": key.budget_period, "spent_usd": round(state.spent(key, now), 6),
+            "expires_at": key.expires_at, "disabled": key.disabled}
+
+
+async def _store_client_keys(state, tables: list[dict]) -> None:
+    """Swap the `[[client_keys]]` table in, rebuild the registry (buckets kept), save the file."""
+    from clewdr_lite.client_keys import ClientKeys
+    from clewdr_lite.server.app import log
+
+    config = state.config.replace(tables={**state.config.tables, "client_keys": tables})
+    state.client_keys = ClientKeys.from_tables(config.tables, warn=log.warning, previous=state.client_keys)
+    state.set_config(config)
+    if state.config_file is not None:
+        await asyncio.to_thread(state.config_file.save, settings={"client_keys": tables})
+
+
+@admin
+async def list_client_keys(request: web.Request) -> web.Response:
+    """GET /api/client_keys."""
+    state = request.app[STATE]
+    return _json({"keys": [_key_view(state, k) for k in state.client_keys.keys]})
+
+
+@admin
+async def create_client_key(request: web.Request) -> web.Response:
+    """POST /api/client_keys {name, models, rpm, tpm, budget_usd, budget_period, expires_at}: the key, once."""
+    import os
+
+    from clewdr_lite.client_keys import new_key
+
+    state = request.app[STATE]
+    body = await _body(request)
+    fields = {k: body[k] for k in ("name", "models", "providers", "rpm", "tpm", "max_parallel", "budget_usd",
+                                   "budget_period", "expires_at") if body.get(k) is not None}
+    plain, table = new_key(os.urandom(32), now=state.clock(), **fields)
+    await _store_client_keys(state, [*(state.config.tables.get("client_keys") or []), table])
+    return _json({"key": plain, "id": table["id"]}, status=201)
+
+
+@admin
+async def revoke_client_key(request: web.Request) -> web.Response:
+    """DELETE /api/client_keys/{id}: disabled, kept for its usage history."""
+    state = request.app[STATE]
+    ident = request.match_info["id"]
+    tables = [dict(t) for t in state.config.tables.get("client_keys") or []]
+    hits = [t for t in tables if str(t.get("id")) == ident]
+    if not hits:
+        return _json({"error": "Client key not found"}, status=404)
+    for table in hits:
+        table["enabled"] = False
+    await _store_client_keys(state, tables)
+    return web.Response(status=204)
+
+
+def setup_client_keys(app: web.Application) -> None:
+    """Register the client-key routes."""
+    app.router.add_get("/api/client_keys", list_client_keys)
+    app.router.add_post("/api/client_keys", create_client_key)
+    app.router.add_delete("/api/client_keys/{id}", revoke_client_key)

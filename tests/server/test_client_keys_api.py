@@ -102,3 +102,34 @@ async def test_request_log_and_usage_by_key(proxy_with):
         (1, 200, "claude_web"), (0, 200, "claude_web")]
     assert all(row["client_key_id"] == table["id"] and row["output_tokens"] > 0 for row in rows)
     assert usage[0]["group"] == table["id"] and usage[0]["requests"] == 2 and usage[0]["cost_usd"] > 0
+
+
+async def test_admin_creates_lists_and_revokes_client_keys(fake_web, start_proxy, tmp_path):
+    import aiohttp
+    import tomlkit
+
+    from clewdr_lite.config_file import ConfigFile
+    from tests.conftest import ADMIN_PASSWORD
+
+    fake_web.add_account(make_cookie(1))
+    path = tmp_path / "clewdr.toml"
+    path.write_text("# mine\n")
+    file = ConfigFile(path, no_fs=False)
+    file.load({})
+    proxy = await start_proxy({"rproxy": fake_web.base_url}, cookies=[make_cookie(1)], config_file=file)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_PASSWORD}"}) as s:
+        async with s.post(proxy.url + "/api/client_keys", json={"name": "phone", "models": ["claude-*"]}) as r:
+            created = await r.json()
+            assert r.status == 201 and created["key"].startswith("sk-clewdr-")
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=created["key"], max_retries=0) as c:
+            assert (await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)).content
+        async with s.get(proxy.url + "/api/client_keys") as r:
+            listed = (await r.json())["keys"]
+        assert listed[0]["name"] == "phone" and created["key"] not in str(listed)
+        saved = tomlkit.parse(path.read_text())["client_keys"][0]
+        assert saved["key_hash"] and created["key"] not in path.read_text()
+        async with s.delete(proxy.url + f"/api/client_keys/{created['id']}") as r:
+            assert r.status == 204
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=created["key"], max_retries=0) as c:
+        with pytest.raises(anthropic.AuthenticationError):
+            await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
