@@ -85,8 +85,11 @@ async def start_proxy(clock):
                    "cookie_array": [c if isinstance(c, dict) else {"cookie": c} for c in cookies],
                    "wasted_cookie": list(wasted), **(settings or {})}
             config, _ = parse(doc, {})
+            async def sleep(seconds: float) -> None:  # waits move the fake clock, never real time
+                clock.now += seconds
+
             app = make_app(config, config_file=config_file, clock=clock, http_backend=backend,
-                           rand=lambda: 0.0)
+                           rand=lambda: 0.0, sleep=sleep)
             url = await stack.enter_async_context(serve(app, handler_cancellation=True))
             return Proxy(url, app)
 

@@ -52,6 +52,9 @@ class KeyedProvider:
                 last = exc.outcome.error
                 if not self._settle(entry.key, exc.outcome):
                     raise last from None
+                if exc.outcome.action == ue.PARK and await self._wait_for_reset(entry.key, exc.outcome, cfg):
+                    tried.discard(entry.key)
+                    continue
                 if exc.outcome.action == ue.TRANSIENT:
                     tried.discard(entry.key)  # not its fault: usable again, after the others (gateway.md §7.2)
                     delay = backoff.next_delay(self._clock(), self._rand())
@@ -59,6 +62,17 @@ class KeyedProvider:
                         break
                     await self._sleep(delay)
         raise self._exhausted(last)
+
+    async def _wait_for_reset(self, key: str, outcome: ue.Outcome, cfg) -> bool:
+        """No other key usable and the reset is near (≤ `[retry] max_retry_after`, 20 s): wait for it."""
+        retry = cfg.tables.get("retry") or {}
+        wait = (outcome.until or 0) - self._clock()
+        active, _, _ = self.pool.counts(self._clock())
+        if active or not 0 < wait <= float(retry.get("max_retry_after", 20)):
+            return False
+        await self._sleep(wait)
+        self.pool.refresh(self._clock())
+        return True
 
     def _settle(self, key: str, outcome: ue.Outcome) -> bool:
         """Apply an outcome to the key's state; False when the loop must stop."""

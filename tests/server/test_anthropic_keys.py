@@ -177,3 +177,13 @@ async def test_clewdr_headers_report_provider_attempts_and_overhead(api, start_p
     async with client(off) as c:
         raw = await c.messages.with_raw_response.create(model=MODEL, max_tokens=10, messages=MSG)
     assert "x-clewdr-overhead-ms" not in raw.headers
+
+
+async def test_short_retry_after_is_waited_out_when_no_other_key(api, start_proxy, clock):
+    api.add_key(K1, behaviour="rate_limited", resets_at=int(clock.now) + 5, fail_times=1)
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    before = clock.now
+    async with client(proxy) as c:
+        msg = await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+    assert msg.content and clock.now - before >= 5  # waited exactly the reset, then served
+    assert api.keys[K1].calls["messages"] == 2
