@@ -43,7 +43,7 @@ class AnthropicKeys(KeyedProvider):
         headers.update(self.provider.headers or {})
         try:
             resp = await self._client().request("POST", self._url(path), headers=headers, json=body,
-                                                stream=stream)
+                                                stream=stream, headers_timeout=self.provider.first_byte_timeout)
         except TRANSPORT_ERRORS as exc:
             raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
                 f"{self.provider.name} unreachable: {exc}"))) from exc

@@ -162,7 +162,7 @@ class AiohttpClient:
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                       json=None, data: bytes | None = None, files=None, stream: bool = False,
-                      impersonate: bool = False) -> Response:
+                      impersonate: bool = False, headers_timeout: float | None = None) -> Response:
         """Send a request; returns once the status line and headers are in."""
         body = data
         if files:
@@ -184,7 +184,7 @@ class AiohttpClient:
         clock = TIMING.get()
         started = clock.sent() if clock else 0.0
         try:
-            resp = await asyncio.wait_for(ctx, HEADERS_TIMEOUT)
+            resp = await asyncio.wait_for(ctx, headers_timeout or HEADERS_TIMEOUT)
         finally:
             if clock:
                 clock.answered(started)
@@ -228,7 +228,7 @@ class CurlClient:
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                       json=None, data: bytes | None = None, files=None, stream: bool = False,
-                      impersonate: bool = True) -> Response:
+                      impersonate: bool = True, headers_timeout: float | None = None) -> Response:
         """Send a request; returns once the status line and headers are in."""
         from curl_cffi.requests.exceptions import RequestException
         kwargs = dict(headers=dict(headers or {}), allow_redirects=False, stream=True,
@@ -244,7 +244,8 @@ class CurlClient:
         clock = TIMING.get()
         started = clock.sent() if clock else 0.0
         try:
-            resp = await asyncio.wait_for(self._get().request(method, url, **kwargs), HEADERS_TIMEOUT)
+            resp = await asyncio.wait_for(self._get().request(method, url, **kwargs),
+                                          headers_timeout or HEADERS_TIMEOUT)
         except RequestException as exc:
             raise aiohttp.ClientConnectionError(str(exc)) from exc
         finally:

@@ -46,7 +46,7 @@ class OpenAICompat(KeyedProvider):
     async def _send(self, key: str | None, body: dict, *, stream: bool):
         try:
             resp = await self._client().request("POST", self._url(), headers=self._headers(key), json=body,
-                                                stream=stream)
+                                                stream=stream, headers_timeout=self.provider.first_byte_timeout)
         except TRANSPORT_ERRORS as exc:
             raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
                 f"{self.provider.name} unreachable: {exc}"))) from exc

@@ -158,3 +158,21 @@ async def test_breaker_opens_and_skips_a_failing_provider(clock, start_proxy):
         async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
             await c.messages.create(model="smart", max_tokens=20, messages=[{"role": "user", "content": "x"}])
         assert len(first.requests_to("chat")) == 3
+
+
+async def test_first_byte_timeout_fails_over(clock, start_proxy):
+    async with FakeOpenAI(clock=clock) as slow, FakeOpenAI(clock=clock, flavour="deepseek") as fast:
+        slow.add_key(KEY)
+        slow.stall_before_headers = True
+        fast.add_key(KEY)
+        fast.reply = OScript(text="fast one")
+        proxy = await start_proxy({
+            "providers": [provider(slow, "slow", models=[], first_byte_timeout=0.3),
+                          provider(fast, "fast", models=[])],
+            "aliases": {"smart": ["slow/gpt-4o", "fast/deepseek-chat"]}, "max_retries": 0})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            async with c.messages.stream(model="smart", max_tokens=20,
+                                         messages=[{"role": "user", "content": "x"}]) as s:
+                msg = await s.get_final_message()
+        slow.release()
+    assert msg.content[0].text == "fast one" and slow.stalled_streams == 1
