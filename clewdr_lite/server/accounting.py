@@ -95,14 +95,21 @@ def _settle_key(request: web.Request, record: dict) -> float:
 
     state = request.app[STATE]
     usage = {"input_tokens": record.get("input_tokens", 0), "output_tokens": record.get("output_tokens", 0)}
-    usd = cost(record.get("model") or "", usage) if record.get("model") else 0.0
+    provider = next((p for p in state.providers if p.name == record.get("provider")), None)
+    model = record.get("upstream_model") or record.get("model") or ""
+    priced = cost(model, usage, provider.prices if provider else None) if model else 0.0
+    # subscriptions cost nothing per call; their API price is kept as a shadow cost (gateway.md §10)
+    subscription = provider is not None and provider.type in ("claude_web", "claude_code")
+    record["shadow_cost"] = priced if subscription else 0.0
+    usd = 0.0 if subscription else priced
     key = request.get(CLIENT_KEY)
     if key is not None and "admitted" in record:
         now = state.clock()
         state.client_keys.release(key)
         state.client_keys.record_tokens(key, usage["input_tokens"] + usage["output_tokens"], now,
                                         estimated=record["admitted"])
-        state.add_spend(key, now, usd)
+        shadow = (state.config.tables.get("budgets") or {}).get("count_shadow_cost")
+        state.add_spend(key, now, usd + (record["shadow_cost"] if shadow else 0.0))
     return usd
 
 
@@ -157,4 +164,5 @@ def _row(request: web.Request, record: dict, clock: Timing, status: int, route: 
             "ttfb_ms": ms(clock.last_headers - clock.read) if clock.last_headers else None,
             "overhead_ms": ms(clock.overhead_ms(now) / 1000), "input_tokens": record.get("input_tokens", 0),
             "output_tokens": record.get("output_tokens", 0), "cost_usd": record.get("cost", 0.0),
+            "shadow_cost_usd": record.get("shadow_cost", 0.0), "model_upstream": record.get("upstream_model"),
             "user_agent": request.headers.get("User-Agent", "")[:200]}

@@ -153,7 +153,8 @@ async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, 
 
     state = request.app[STATE]
     kind = state.provider(route.provider).type
-    acct(request).update(provider=route.provider, model=req["model"], stream=bool(req.get("stream")))
+    acct(request).update(provider=route.provider, model=req["model"], upstream_model=route.model,
+                         stream=bool(req.get("stream")))
     if kind == "claude_web":
         return await serve_web(request, {**req, "model": route.model}, dialect, original=original,
                                include_usage=include_usage, echo_model=req["model"])

@@ -82,7 +82,8 @@ async def native(request: web.Request) -> web.StreamResponse:
     route = route_for(state, model, errors.GEMINI, bound=_bound(request.path), default="gemini")
     kind = state.provider(route.provider).type
     admit(request, model=model, provider=route.provider, upstream_model=route.model, estimate=len(str(body)) // 3)
-    acct(request).update(provider=route.provider, model=model, stream=method == "streamGenerateContent")
+    acct(request).update(provider=route.provider, model=model, upstream_model=route.model,
+                         stream=method == "streamGenerateContent")
     if kind in ("gemini", "vertex"):
         return await _native_google(request, state.google[kind], route.model, method, body)
     return await _native_via_hub(request, route, model, method, gem.normalize(body))

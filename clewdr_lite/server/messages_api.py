@@ -55,7 +55,7 @@ async def serve_code(request: web.Request, req: dict, dialect: str, *, include_u
     _log_request(req, dialect, model, "claude_code")
     admit(request, model=model, provider="claude_code", upstream_model=req["model"],
           estimate=tokens.estimate_request(req))
-    acct(request).update(provider="claude_code", model=model, stream=stream)
+    acct(request).update(provider="claude_code", model=model, upstream_model=req["model"], stream=stream)
     result = await state.code.open(req, stream=stream, echo_model=model, client_headers=request.headers)
     return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
 

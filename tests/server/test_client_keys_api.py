@@ -60,15 +60,33 @@ async def test_rpm_limit_answers_429_with_retry_after(proxy_with):
     assert int(info.value.response.headers["retry-after"]) >= 1
 
 
-async def test_budget_exhausted_is_403_and_priced_from_the_table(proxy_with):
+async def test_budget_exhausted_is_403_and_priced_from_the_table(start_proxy, clock):
+    from tests.fakes.anthropic_api import FakeAnthropic
+
+    api_key = "sk-ant-api03-" + "p" * 40
     plain, table = make_key(4, budget_usd=0.000001, budget_period="monthly")
-    proxy = await proxy_with(table)
-    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=plain, max_retries=0) as c:
-        await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
-        with pytest.raises(anthropic.PermissionDeniedError) as info:
+    async with FakeAnthropic(clock=clock) as api:
+        api.add_key(api_key)
+        proxy = await start_proxy({"client_keys": [table], "providers": [
+            {"name": "console", "type": "anthropic", "base_url": api.origin, "keys": [api_key],
+             "models": ["claude-*"]}]})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=plain, max_retries=0) as c:
             await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+            with pytest.raises(anthropic.PermissionDeniedError) as info:
+                await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
     assert "budget exhausted" in info.value.message
     assert sum(proxy.state.spend.values()) > 0.000001
+
+
+async def test_subscription_traffic_costs_nothing_but_has_a_shadow_cost(proxy_with):
+    plain, table = make_key(8, budget_usd=0.000001, budget_period="monthly")
+    proxy = await proxy_with(table)
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=plain, max_retries=0) as c:
+        for _ in range(2):  # claude.ai web: no per-call price, so the budget is untouched
+            await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+    proxy.state.store.flush()
+    row = proxy.state.store.recent(1)[0]
+    assert row["cost_usd"] == 0 and row["shadow_cost_usd"] > 0
 
 
 async def test_expired_and_disabled_keys_are_401(proxy_with, clock):
@@ -101,7 +119,8 @@ async def test_request_log_and_usage_by_key(proxy_with):
     assert [(row["stream"], row["status"], row["provider"]) for row in rows] == [
         (1, 200, "claude_web"), (0, 200, "claude_web")]
     assert all(row["client_key_id"] == table["id"] and row["output_tokens"] > 0 for row in rows)
-    assert usage[0]["group"] == table["id"] and usage[0]["requests"] == 2 and usage[0]["cost_usd"] > 0
+    assert usage[0]["group"] == table["id"] and usage[0]["requests"] == 2
+    assert usage[0]["cost_usd"] == 0 and usage[0]["shadow_cost_usd"] > 0  # a subscription
 
 
 async def test_admin_creates_lists_and_revokes_client_keys(fake_web, start_proxy, tmp_path):
