@@ -11,6 +11,7 @@ import time
 
 from aiohttp import web
 
+from clewdr_lite.errors import ProxyError
 from clewdr_lite.upstream.http import TIMING, Timing
 
 # typed request-storage keys (aiohttp ≥ 3.13 warns on plain strings; older versions lack RequestKey)
@@ -18,6 +19,7 @@ _Key = getattr(web, "RequestKey", None)
 TIMING_KEY = _Key("timing", Timing) if _Key else "timing"
 ACCT_KEY = _Key("acct", dict) if _Key else "acct"
 CLIENT_KEY = _Key("client_key", object) if _Key else "client_key"
+BODY_MAX = 64 * 1024
 INFERENCE_PREFIXES = ("/v1", "/code/", "/gemini/", "/vertex/", "/messages", "/chat/", "/models")
 
 
@@ -65,7 +67,7 @@ async def timing(request: web.Request, handler):
         response = await handler(request)
         status = response.status
         return response
-    except web.HTTPException as exc:
+    except (web.HTTPException, ProxyError) as exc:  # rendered by the funnel outside this middleware
         status = exc.status
         raise
     finally:
@@ -123,7 +125,11 @@ def _finished(request: web.Request, clock: Timing, status: int) -> None:
     now = time.monotonic()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
     if state.store is not None:
-        state.store.record(_row(request, record, clock, status, route, now))
+        row = _row(request, record, clock, status, route, now)
+        bodies = (state.config.tables.get("log") or {}).get("bodies", False)
+        if record.get("raw") and (bodies in (True, "all") or (bodies == "errors" and status >= 400)):
+            row["request_body"] = record["raw"][:BODY_MAX].decode("utf-8", "replace")  # §11.4
+        state.store.record(row)
     state.metrics.request_done(route=route, provider=record.get("provider"), model=record.get("model"),
                                status=status, duration_s=now - clock.arrived,
                                ttfb_s=(clock.last_headers - clock.read) if clock.last_headers else None,

@@ -27,6 +27,7 @@ JSON = "application/json"
 async def read_json(request: web.Request) -> dict:
     """The body as a JSON object; a body without Content-Type is accepted (compat.md §9.1)."""
     raw = await request.read()
+    acct(request)["raw"] = raw  # a reference, no copy: logged only when [log] bodies asks
     clock = request.get(TIMING_KEY)
     if clock is not None:  # overhead counts from the complete client request (gateway.md §12.1)
         clock.read = time.monotonic()

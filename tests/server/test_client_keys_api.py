@@ -152,3 +152,17 @@ async def test_admin_creates_lists_and_revokes_client_keys(fake_web, start_proxy
     async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=created["key"], max_retries=0) as c:
         with pytest.raises(anthropic.AuthenticationError):
             await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+
+
+async def test_bodies_logged_only_on_errors_when_asked(fake_web, start_proxy):
+    fake_web.add_account(make_cookie(1))
+    proxy = await start_proxy({"rproxy": fake_web.base_url, "log": {"bodies": "errors"}}, cookies=[make_cookie(1)])
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+        await c.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+        with pytest.raises(anthropic.BadRequestError):
+            await c.messages.create(model=MODEL, max_tokens=20, messages=[{"role": "robot", "content": "x"}])
+    store = proxy.state.store
+    store.flush()
+    bad, good = store.recent(2)
+    assert bad["status"] == 400 and '"robot"' in store.get(bad["id"])["request_body"]
+    assert good["status"] == 200 and not store.get(good["id"]).get("request_body")
