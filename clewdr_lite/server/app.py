@@ -173,6 +173,8 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
                     "vertex": Vertex(list(config.vertex.get("credentials") or []), **common)}
     state.client_keys = ClientKeys.from_tables(config.tables, warn=log.warning)
     state.breakers = Breakers(BreakerSettings.from_table(config.tables.get("breaker") or {}, warn=log.warning))
+    for keyed in state.keyed.values():
+        keyed.breakers = state.breakers
     state.metrics = telemetry.Metrics(telemetry.Registry(), start_time=clock())
     state.metrics.watch_credentials(lambda: metrics.credential_states(state))
     app[STATE] = state

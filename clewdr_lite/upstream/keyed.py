@@ -34,6 +34,7 @@ class KeyedProvider:
         self.provider, self.pool = provider, pool
         self._config, self._client, self._clock = config, client, clock
         self._rand, self._sleep = rand, sleep
+        self.breakers = None  # breaker.Breakers, set by the app (per provider and key)
 
     async def attempts(self, attempt: Callable) -> Any:
         """Key rotation: credential errors switch at once; transient ones after a jittered backoff."""
@@ -41,15 +42,18 @@ class KeyedProvider:
         backoff = Backoff(cfg.tables.get("retry"), self._clock())
         tried, last = set(), None
         for _ in range(cfg.max_retries + 1):
-            entry = self.pool.pick(self._clock(), exclude=tried, rand=self._rand())
+            entry = self._pick_closed(tried)
             if entry is None:
                 break
             tried.add(entry.key)
             self.pool.mark_used(entry.key, self._clock())
             try:
-                return await attempt(entry.key)
+                result = await attempt(entry.key)
+                self._breaker_record(entry.key, True)
+                return result
             except KeyFailed as exc:
                 last = exc.outcome.error
+                self._breaker_record(entry.key, exc.outcome.action != ue.TRANSIENT)
                 if not self._settle(entry.key, exc.outcome):
                     raise last from None
                 if exc.outcome.action == ue.PARK and await self._wait_for_reset(entry.key, exc.outcome, cfg):
@@ -62,6 +66,20 @@ class KeyedProvider:
                         break
                     await self._sleep(delay)
         raise self._exhausted(last)
+
+    def _pick_closed(self, exclude: set):
+        """The next key whose circuit breaker lets a request through (gateway.md §6)."""
+        while True:
+            entry = self.pool.pick(self._clock(), exclude=exclude, rand=self._rand())
+            if entry is None or self.breakers is None or self.breakers.allow(self.provider.name, entry.key,
+                                                                             self._clock()):
+                return entry
+            exclude = exclude | {entry.key}
+
+    def _breaker_record(self, key: str, ok: bool) -> None:
+        """Only transient failures count against a key's breaker; credential errors have their own states."""
+        if self.breakers is not None:
+            self.breakers.record(self.provider.name, key, ok, self._clock())
 
     async def _wait_for_reset(self, key: str, outcome: ue.Outcome, cfg) -> bool:
         """No other key usable and the reset is near (≤ `[retry] max_retry_after`, 20 s): wait for it."""

@@ -176,3 +176,20 @@ async def test_first_byte_timeout_fails_over(clock, start_proxy):
                 msg = await s.get_final_message()
         slow.release()
     assert msg.content[0].text == "fast one" and slow.stalled_streams == 1
+
+
+async def test_credential_breaker_skips_a_failing_key(clock, start_proxy):
+    bad = "sk-flaky-" + "f" * 30
+    async with FakeOpenAI(clock=clock) as fake:
+        fake.add_key(bad, behaviour="server_error")
+        fake.add_key(KEY)
+        fake.reply = OScript(text="ok")
+        proxy = await start_proxy({"providers": [{"name": "oa", "type": "openai", "base_url": fake.base_url,
+                                                  "keys": [bad, KEY], "models": ["gpt-*"]}],
+                                   "breaker": {"failures": 2, "open_s": 30}})
+        async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=PASSWORD, max_retries=0) as c:
+            for _ in range(6):
+                resp = await c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+                assert resp.choices[0].message.content == "ok"
+        assert fake.keys[bad].calls["chat"] == 2  # skipped once its breaker opened
+        assert proxy.state.breakers.state("oa", bad, clock.now) == "open"
