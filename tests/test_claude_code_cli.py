@@ -37,9 +37,9 @@ async def api(clock):
         yield fake
 
 
-async def run_claude(proxy_url: str, home: Path, *args: str) -> tuple[int, str, str]:
+async def run_claude(proxy_url: str, home: Path, *args: str, prefix: str = "/code") -> tuple[int, str, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-           "ANTHROPIC_BASE_URL": proxy_url + "/code", "ANTHROPIC_API_KEY": PASSWORD,
+           "ANTHROPIC_BASE_URL": proxy_url + prefix, "ANTHROPIC_API_KEY": PASSWORD,
            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
            "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1", "CLAUDE_CODE_MAX_RETRIES": "0",
            "NO_PROXY": "127.0.0.1", "CI": "1"}
@@ -82,3 +82,22 @@ async def test_claude_code_cli_json_output_reports_usage(api, start_proxy, tmp_p
     result = json.loads(out.strip().splitlines()[-1])
     assert result["result"] == "four" and result["is_error"] is False
     assert result["usage"]["output_tokens"] == 2
+
+
+async def test_claude_code_cli_routed_to_an_openai_compatible_provider(start_proxy, tmp_path, clock):
+    from tests.fakes.openai_api import FakeOpenAI, OScript
+
+    async with FakeOpenAI(clock=clock, flavour="deepseek") as fake:
+        fake.add_key("sk-deep-" + "d" * 30)
+        fake.reply = OScript(text=["Routed ", "to DeepSeek."])
+        proxy = await start_proxy({
+            "providers": [{"name": "deep", "preset": "deepseek", "base_url": fake.base_url,
+                           "keys": ["sk-deep-" + "d" * 30]}],
+            "router": {"default": "deep,deepseek-chat", "background": "deep,deepseek-chat"}})
+        # the root route: the router decides (gateway.md §14 `activate`)
+        code, out, err = await run_claude(proxy.url, tmp_path, "--model", MODEL, "say hi", prefix="")
+    assert code == 0, f"claude exited {code}\nstdout: {out}\nstderr: {err}"
+    assert "Routed to DeepSeek." in out
+    sent = fake.requests_to("chat")[-1].json
+    assert sent["model"] == "deepseek-chat" and any(m["role"] == "system" for m in sent["messages"])
+    assert sent.get("tools"), "Claude Code's tools reach the OpenAI-compatible provider as functions"

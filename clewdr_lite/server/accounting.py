@@ -164,7 +164,7 @@ def _row(request: web.Request, record: dict, clock: Timing, status: int, route: 
     ms = lambda seconds: int(seconds * 1000)  # noqa: E731
     return {"ts": time.time(), "client_key_id": record.get("key_id"), "route": route,
             "dialect": dialect_of(request.path), "model_requested": record.get("model"),
-            "provider": record.get("provider"), "scenario": record.get("scenario"), "stream": int(bool(record.get("stream"))),
+            "provider": record.get("provider"), "credential": clock.credential, "scenario": record.get("scenario"), "stream": int(bool(record.get("stream"))),
             "status": status, "error_type": anthropic_type(status) if status >= 400 else None,
             "attempts": max(clock.sends, 1), "duration_ms": ms(now - clock.arrived),
             "ttfb_ms": ms(clock.last_headers - clock.read) if clock.last_headers else None,

@@ -25,7 +25,7 @@ from clewdr_lite.protocol.claude_web_account import REASON_EFFECT
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.sse import SSEDecoder
-from clewdr_lite.upstream.http import TRANSPORT_ERRORS
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS, note_credential
 
 log = logging.getLogger("clewdr_lite.web")
 
@@ -254,6 +254,7 @@ class ClaudeWeb:
                 break
             cookie = record["cookie"]
             tried.add(cookie)
+            note_credential(web.mask_log(cookie))
             if number:
                 log.info("[RETRY] attempt: %d", number + 1)
             try:

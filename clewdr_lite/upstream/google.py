@@ -20,7 +20,7 @@ from clewdr_lite.protocol import gemini_keys as gk
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol import vertex as vx
 from clewdr_lite.protocol.sse import SSEDecoder
-from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain, note_credential
 
 log = logging.getLogger("clewdr_lite.google")
 
@@ -82,6 +82,7 @@ class Google:
             if cred is None:
                 break
             tried.add(self._ident(cred))
+            note_credential(gk.mask_key(self._ident(cred)) if self.kind == "gemini" else self._ident(cred))
             try:
                 result = await attempt(cred)
                 self._ok(cred)

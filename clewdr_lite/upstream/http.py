@@ -26,13 +26,14 @@ log = logging.getLogger("clewdr_lite.http")
 class Timing:
     """When a request arrived, and when its upstream calls were sent and answered (monotonic s)."""
 
-    __slots__ = ("arrived", "read", "first_send", "last_headers", "sends", "waited")
+    __slots__ = ("arrived", "read", "first_send", "last_headers", "sends", "waited", "credential")
 
     def __init__(self, arrived: float) -> None:
         self.arrived = self.read = arrived
         self.first_send = self.last_headers = None
         self.sends = 0
         self.waited = 0.0  # time inside upstream calls (and retry sleeps): not overhead
+        self.credential = None  # the masked credential of the latest attempt, for the request log
 
     def sent(self) -> float:
         """Mark one upstream request going out."""
@@ -55,6 +56,13 @@ class Timing:
 
 # The current request's Timing, set by the server for the handler's task (a key, not state)
 TIMING: contextvars.ContextVar = contextvars.ContextVar("clewdr_timing", default=None)
+
+
+def note_credential(masked: str) -> None:
+    """Tell the current request's log which credential served it (already masked)."""
+    clock = TIMING.get()
+    if clock is not None:
+        clock.credential = masked
 
 CONNECT_TIMEOUT = 15.0
 HEADERS_TIMEOUT = 120.0

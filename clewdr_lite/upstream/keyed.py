@@ -9,6 +9,7 @@ from typing import Any, Callable
 from clewdr_lite import errors
 from clewdr_lite.pool import Backoff, KeyPool
 from clewdr_lite.protocol import upstream_errors as ue
+from clewdr_lite.upstream.http import note_credential
 
 log = logging.getLogger("clewdr_lite.keys")
 
@@ -47,6 +48,7 @@ class KeyedProvider:
                 break
             tried.add(entry.key)
             self.pool.mark_used(entry.key, self._clock())
+            note_credential(mask_key(entry.key))
             try:
                 result = await attempt(entry.key)
                 self._breaker_record(entry.key, True)

@@ -119,6 +119,9 @@ async def test_request_log_and_usage_by_key(proxy_with):
     assert [(row["stream"], row["status"], row["provider"]) for row in rows] == [
         (1, 200, "claude_web"), (0, 200, "claude_web")]
     assert all(row["client_key_id"] == table["id"] and row["output_tokens"] > 0 for row in rows)
+    assert {row["credential"] for row in rows} == {make_cookie(1)[:20] + "..."}  # masked, never whole
+    by_credential = await __import__("asyncio").to_thread(proxy.state.store.usage, "credential", None)
+    assert by_credential[0]["requests"] == 2 and by_credential[0]["provider"] == "claude_web"
     assert usage[0]["group"] == table["id"] and usage[0]["requests"] == 2
     assert usage[0]["cost_usd"] == 0 and usage[0]["shadow_cost_usd"] > 0  # a subscription
 
