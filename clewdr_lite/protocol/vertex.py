@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any, Callable, NamedTuple
 from urllib.parse import quote
+from .gemini import SAFETY_CATEGORIES  # one table for both Gemini surfaces (gemini.md §7)
 
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -24,13 +25,6 @@ DEFAULT_TOKEN_LIFETIME_S = 3600
 GLOBAL_HOST = "https://aiplatform.googleapis.com"
 REQUIRED_FIELDS = ("client_email", "project_id", "private_key")
 PUBLIC_FIELDS = ("client_email", "project_id", "private_key_id")
-SAFETY_CATEGORIES = (
-    "HARM_CATEGORY_HARASSMENT",
-    "HARM_CATEGORY_HATE_SPEECH",
-    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
-    "HARM_CATEGORY_DANGEROUS_CONTENT",
-    "HARM_CATEGORY_CIVIC_INTEGRITY",
-)
 # gemini_safety mode -> threshold written for every category (§7); "client" writes nothing
 SAFETY_THRESHOLDS = {"off": "OFF", "block_none": "BLOCK_NONE"}
 # token endpoint errors that mean the account or its key is gone (§5.3)

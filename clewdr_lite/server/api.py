@@ -18,6 +18,7 @@ from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import aggregate, hub_call, respond_hub
 from clewdr_lite.server.middleware import public
 from clewdr_lite.server.streaming import AnthropicOut, send_stream
+from clewdr_lite.upstream.relay import new_msg_id
 
 log = logging.getLogger("clewdr_lite.api")
 
@@ -46,11 +47,6 @@ def json_response(data, status: int = 200, headers: dict | None = None) -> web.R
     """A compact JSON answer."""
     return web.Response(status=status, content_type=JSON, headers=headers,
                         body=json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
-
-
-def new_msg_id() -> str:
-    """A random Anthropic-style message id (never a timestamp: those collide)."""
-    return "msg_" + uuid.uuid4().hex[:24]
 
 
 async def local_answer(request: web.Request, dialect: str, req: dict, text: str, *,

@@ -41,21 +41,7 @@ class AnthropicKeys(KeyedProvider):
         headers = cc.upstream_headers(client_headers, auth={"x-api-key": key}, betas=betas,
                                       user_agent=None, oauth=False)
         headers.update(self.provider.headers or {})
-        try:
-            resp = await self._client().request("POST", self._url(path), headers=headers, json=body,
-                                                stream=stream, headers_timeout=self.provider.first_byte_timeout)
-        except TRANSPORT_ERRORS as exc:
-            raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
-                f"{self.provider.name} unreachable: {exc}"))) from exc
-        if 200 <= resp.status < 300:
-            return resp
-        try:
-            raw = await resp.read()
-        except TRANSPORT_ERRORS:
-            raw = b""
-        finally:
-            await resp.close()
-        raise KeyFailed(cc.classify_api_key(resp.status, resp.headers, raw, now=self._clock()))
+        return await self._post(key, self._url(path), headers, body, stream=stream, classify=cc.classify_api_key)
 
     async def open(self, req: dict, *, model: str, stream: bool, echo_model: str,
                    client_headers: Mapping[str, str]):

@@ -19,8 +19,8 @@ from clewdr_lite.protocol import gemini as gem
 from clewdr_lite.protocol import gemini_keys as gk
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol import vertex as vx
-from clewdr_lite.protocol.sse import SSEDecoder
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain, note_credential
+from clewdr_lite.upstream.relay import converted_events, new_msg_id, synthetic_signature
 
 log = logging.getLogger("clewdr_lite.google")
 
@@ -50,9 +50,14 @@ class Google:
         self._config, self._client, self._clock = config, client, clock
         self._rand, self._sleep = rand, sleep
 
-    # subclasses: credentials and URLs
     def _pick(self, exclude: set):
-        raise NotImplementedError
+        """The next credential of `self.pool` (a KeyPool of keys or service-account emails)."""
+        entry = self.pool.pick(self._clock(), exclude=exclude, rand=self._rand())
+        if entry is not None:
+            self.pool.mark_used(entry.key, self._clock())
+        return entry
+
+    # subclasses: credentials and URLs
 
     async def _auth(self, cred) -> dict:
         raise NotImplementedError
@@ -101,7 +106,7 @@ class Google:
         raise self._exhausted(last)
 
     def _ident(self, cred) -> str:
-        return str(cred)
+        return cred.key
 
     async def _post(self, cred, url: str, body: dict, *, stream: bool, auth: dict | None = None):
         headers = {"Content-Type": "application/json", **(auth if auth is not None else await self._auth(cred))}
@@ -155,41 +160,15 @@ class Google:
         if not stream:
             answer = await self.native(model, "generateContent", body, alt=None)
             data = json.loads(answer.body or b"{}")
-            return gem.gemini_to_hub_message(data, model=echo_model, msg_id=_msg_id(),
-                                             signature=_signature())
+            return gem.gemini_to_hub_message(data, model=echo_model, msg_id=new_msg_id(),
+                                             signature=synthetic_signature())
         resp = await self.native(model, "streamGenerateContent", body, alt="sse")
         return _hub_events(resp, echo_model)
 
 
-async def _hub_events(resp, model: str):
-    conv = gem.GeminiToHub(model=model, msg_id=_msg_id(), signature=_signature(), input_tokens=0)
-    decoder = SSEDecoder()
-    try:
-        async for chunk in resp.chunks():
-            for ev in decoder.feed(chunk):
-                try:
-                    data = json.loads(ev.data)
-                except ValueError:
-                    continue
-                if isinstance(data, dict):
-                    for event in conv.feed(data):
-                        yield event
-        for event in conv.close():
-            yield event
-    except TRANSPORT_ERRORS:
-        yield {"type": "error", "error": {"type": "api_error", "message": "upstream connection lost"}}
-    finally:
-        await resp.close()
-
-
-def _msg_id() -> str:
-    import uuid
-    return "msg_" + uuid.uuid4().hex[:24]
-
-
-def _signature() -> str:
-    import secrets
-    return "clewdr-lite:" + secrets.token_hex(8)
+def _hub_events(resp, model: str):
+    conv = gem.GeminiToHub(model=model, msg_id=new_msg_id(), signature=synthetic_signature(), input_tokens=0)
+    return converted_events(resp, conv)
 
 
 def _empty(raw: bytes) -> bool:
@@ -212,15 +191,6 @@ class AIStudio(Google):
 
     def _base(self) -> str:
         return self._config().gemini_base.rstrip("/")
-
-    def _pick(self, exclude: set):
-        entry = self.pool.pick(self._clock(), exclude=exclude, rand=self._rand())
-        if entry is not None:
-            self.pool.mark_used(entry.key, self._clock())
-        return entry
-
-    def _ident(self, cred) -> str:
-        return cred.key
 
     async def _auth(self, cred) -> dict:
         return {"x-goog-api-key": cred.key}  # never in the URL, where logs keep it (§3.1)
@@ -310,15 +280,6 @@ class Vertex(Google):
         """Replace the service accounts (admin changes, reloads)."""
         self.creds = {vx.credential_id(c): c for c in credentials if isinstance(c, dict) and c.get("client_email")}
         self.pool = KeyPool.from_keys(list(self.creds))
-
-    def _pick(self, exclude: set):
-        entry = self.pool.pick(self._clock(), exclude=exclude, rand=self._rand())
-        if entry is not None:
-            self.pool.mark_used(entry.key, self._clock())
-        return entry
-
-    def _ident(self, cred) -> str:
-        return cred.key
 
     def _host(self) -> str:
         cfg = self._config()

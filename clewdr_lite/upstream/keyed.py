@@ -9,7 +9,7 @@ from typing import Any, Callable
 from clewdr_lite import errors
 from clewdr_lite.pool import Backoff, KeyPool
 from clewdr_lite.protocol import upstream_errors as ue
-from clewdr_lite.upstream.http import note_credential
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain, note_credential
 
 log = logging.getLogger("clewdr_lite.keys")
 
@@ -36,6 +36,19 @@ class KeyedProvider:
         self._config, self._client, self._clock = config, client, clock
         self._rand, self._sleep = rand, sleep
         self.breakers = None  # breaker.Breakers, set by the app (per provider and key)
+
+    async def _post(self, key, url: str, headers: dict, body: dict, *, stream: bool, classify: Callable):
+        """POST to the provider; a non-2xx answer becomes KeyFailed with `classify`'s outcome."""
+        try:
+            resp = await self._client().request("POST", url, headers=headers, json=body, stream=stream,
+                                                headers_timeout=self.provider.first_byte_timeout)
+        except TRANSPORT_ERRORS as exc:
+            raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
+                f"{self.provider.name} unreachable: {exc}"))) from exc
+        if 200 <= resp.status < 300:
+            return resp
+        raw = await drain(resp)
+        raise KeyFailed(classify(resp.status, resp.headers, raw, now=self._clock()))
 
     async def attempts(self, attempt: Callable) -> Any:
         """Key rotation: credential errors switch at once; transient ones after a jittered backoff."""

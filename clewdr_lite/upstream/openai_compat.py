@@ -8,21 +8,16 @@ the answer back to hub events (conversions.md §6–§8).
 from __future__ import annotations
 
 import json
-import secrets
-import uuid
 from typing import Mapping
 
 from clewdr_lite import errors
 from clewdr_lite.protocol import openai_upstream as ou
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
-from clewdr_lite.protocol.sse import SSEDecoder
 from clewdr_lite.providers import quirks_for
-from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain
+from clewdr_lite.upstream.http import drain
 from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
-
-LOST = {"type": "error", "error": {"type": "api_error", "message": "upstream connection lost"}}
-
+from clewdr_lite.upstream.relay import converted_events, new_msg_id, synthetic_signature
 
 class Answer:
     """A finished non-streaming answer: status and body bytes."""
@@ -44,16 +39,8 @@ class OpenAICompat(KeyedProvider):
         return headers
 
     async def _send(self, key: str | None, body: dict, *, stream: bool):
-        try:
-            resp = await self._client().request("POST", self._url(), headers=self._headers(key), json=body,
-                                                stream=stream, headers_timeout=self.provider.first_byte_timeout)
-        except TRANSPORT_ERRORS as exc:
-            raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
-                f"{self.provider.name} unreachable: {exc}"))) from exc
-        if 200 <= resp.status < 300:
-            return resp
-        raw = await drain(resp)
-        raise KeyFailed(ou.classify_openai(resp.status, resp.headers, raw, now=self._clock()))
+        return await self._post(key, self._url(), self._headers(key), body, stream=stream,
+                                classify=ou.classify_openai)
 
     async def _each_key(self, attempt):
         if not self.provider.keys:  # a local server without auth: one anonymous credential
@@ -93,38 +80,12 @@ class OpenAICompat(KeyedProvider):
             except ValueError:
                 raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
                     f"{self.provider.name} sent an unreadable answer"))) from None
-            return ou.openai_to_hub_message(data, model=echo_model, msg_id=_msg_id(), signature=_signature(),
+            return ou.openai_to_hub_message(data, model=echo_model, msg_id=new_msg_id(), signature=synthetic_signature(),
                                             quirks=quirks)
         return await self._each_key(attempt)
 
 
-async def _hub_events(resp, model: str, quirks: dict, estimate: int):
-    conv = ou.OpenAIToHub(model=model, msg_id=_msg_id(), signature=_signature(), input_tokens=estimate,
-                          quirks=quirks)
-    decoder = SSEDecoder()
-    try:
-        async for chunk in resp.chunks():
-            for ev in decoder.feed(chunk):
-                if ev.data.strip() == "[DONE]":
-                    continue
-                try:
-                    data = json.loads(ev.data)
-                except ValueError:
-                    continue
-                if isinstance(data, dict):
-                    for event in conv.feed(data):
-                        yield event
-        for event in conv.close():
-            yield event
-    except TRANSPORT_ERRORS:
-        yield LOST
-    finally:
-        await resp.close()
-
-
-def _msg_id() -> str:
-    return "msg_" + uuid.uuid4().hex[:24]
-
-
-def _signature() -> str:
-    return "clewdr-lite:" + secrets.token_hex(8)
+def _hub_events(resp, model: str, quirks: dict, estimate: int):
+    conv = ou.OpenAIToHub(model=model, msg_id=new_msg_id(), signature=synthetic_signature(),
+                          input_tokens=estimate, quirks=quirks)
+    return converted_events(resp, conv)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
+import uuid
 from typing import Callable
 
 from clewdr_lite.protocol import upstream_errors as ue
@@ -206,3 +208,36 @@ class RawOut:
     def keepalive(self) -> bytes:
         """A ping, never in the middle of an upstream event."""
         return encode_json({"type": "ping"}, event="ping") if self._at_boundary else b""
+
+
+def new_msg_id() -> str:
+    """A random Anthropic-style message id (never a timestamp: those collide, conversions.md §1.5)."""
+    return "msg_" + uuid.uuid4().hex[:24]
+
+
+def synthetic_signature() -> str:
+    """The signature of thinking from a non-Anthropic upstream, recognisable later (conversions.md §8.3)."""
+    return "clewdr-lite:" + secrets.token_hex(8)
+
+
+async def converted_events(resp, conv):
+    """An upstream SSE body through a stream converter (`feed(chunk) -> [events]`, `close()`) as hub events."""
+    decoder = SSEDecoder()
+    try:
+        async for chunk in resp.chunks():
+            for ev in decoder.feed(chunk):
+                if ev.data == "[DONE]":
+                    continue
+                try:
+                    data = json.loads(ev.data)
+                except ValueError:
+                    continue
+                if isinstance(data, dict):
+                    for event in conv.feed(data):
+                        yield event
+        for event in conv.close():
+            yield event
+    except TRANSPORT_ERRORS:
+        yield LOST
+    finally:
+        await resp.close()
