@@ -366,3 +366,17 @@ async def test_key_health_saved_in_clewdr_toml(google, start_proxy, tmp_path):
     await save_pool(proxy.state)
     saved = {k["key"]: k for k in tomlkit.parse(path.read_text())["gemini_keys"]}
     assert saved[key(1)]["disabled_reason"] == "invalid" and path.read_text().startswith("# keys")
+
+
+async def test_vertex_rejected_account_is_disabled_and_the_next_serves(google, start_proxy):
+    bad = google.make_service_account("proj-bad", token_error="invalid_grant")
+    good = google.make_service_account("proj-good")
+    proxy = await start_proxy({"vertex_base": google.base_url, "vertex": {"credentials": [bad, good]}})
+    google.reply = GScript(text="second account")
+    client = genai_client(proxy, "v1beta", "/vertex")
+    for _ in range(2):
+        assert (await client.aio.models.generate_content(model=MODEL, contents="x")).text == "second account"
+    pool = proxy.state.google["vertex"].pool
+    assert pool.find(bad["client_email"].lower()).state == "disabled"
+    assert google.service_accounts[bad["client_email"]].exchanges == 0  # rejected, never issued
+    assert {r.project for r in google.requests_to("vertex_generateContent")} == {"proj-good"}
