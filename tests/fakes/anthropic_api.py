@@ -35,7 +35,7 @@ from tests.fakes.anthropic_wire import (
 )
 from tests.fakes.claude_web_state import wire_flags
 from tests.fakes.claude_web_wire import behaviour_error, error_json, session_key
-from tests.fakes.common import serve
+from tests.fakes.common import FakeServer
 
 __all__ = ["ApiKey", "CodeAccount", "FakeAnthropic", "Recorded", "Script", "ToolCall", "Tokens"]
 
@@ -52,7 +52,7 @@ def _mask(secret: str) -> str:
     return secret[:16] + "…"
 
 
-class FakeAnthropic(OAuthEndpoints, MessagesEndpoints):
+class FakeAnthropic(OAuthEndpoints, MessagesEndpoints, FakeServer):
     """api.anthropic.com as the Claude Code and API-key upstreams see it."""
 
     def __init__(self, *, prefix: str = "/", clock: Callable[[], float] = time.time) -> None:
@@ -97,28 +97,6 @@ class FakeAnthropic(OAuthEndpoints, MessagesEndpoints):
         self._stack: AsyncExitStack | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
-
-    async def start(self) -> str:
-        """Listen on 127.0.0.1 at a free port; return base_url."""
-        self._stack = AsyncExitStack()
-        # handler_cancellation: a client that goes away cancels the handler, so stalls notice it.
-        self.origin = await self._stack.enter_async_context(serve(self.make_app(), handler_cancellation=True))
-        self.base_url = self.origin + self.prefix
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Release stalled streams and stop listening."""
-        self.release()
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-
-    async def __aenter__(self) -> FakeAnthropic:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def make_app(self) -> web.Application:
         """The aiohttp application (start() serves it)."""

@@ -83,7 +83,7 @@ class MessagesEndpoints:
         headers = self._headers(caller, rid)
         if not stream:
             return web.json_response(message_json(plan), headers=headers)
-        return await self._stream(request, [encode(e) for e in stream_events(plan)], headers)
+        return await self._stream(request, [encode(e) for e in stream_events(plan)], {**SSE_HEADERS, **headers})
 
     def _signature_ok(self, signature: str, thinking: str) -> bool:
         # Signatures bind the thinking text: only the fake's own, on the text it signed, pass.
@@ -153,50 +153,3 @@ class MessagesEndpoints:
         if isinstance(failure, WireError):
             return reject(failure)
         return web.json_response({"input_tokens": count_input_tokens(body)}, headers={"request-id": rid})
-
-    # -- streaming ---------------------------------------------------------------------------------
-
-    def release(self) -> None:
-        """Let every stalled stream go on."""
-        self._release.set()
-
-    async def _stream(self, request: web.Request, chunks: list[bytes], headers: dict[str, str]) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **headers})
-        try:
-            if self.stall_before_headers:
-                await self._stall()
-            await resp.prepare(request)
-            for sent in range(len(chunks) + 1):  # one step past the end: stall or cut before EOF
-                if sent == self.cut_after:
-                    return self._cut(request, resp)
-                if sent == self.stall_after:
-                    await self._stall()
-                if sent < len(chunks):
-                    await resp.write(chunks[sent])
-                    # Yield between writes so events leave as separate sends, not one buffered burst.
-                    await asyncio.sleep(0)
-            await resp.write_eof()
-        except asyncio.CancelledError:
-            self._note_cancelled()
-            raise
-        except ConnectionResetError:
-            self._note_cancelled()
-            return resp
-        self.completed_streams += 1
-        return resp
-
-    async def _stall(self) -> None:
-        self.stalled_streams += 1
-        self.stream_stalled.set()
-        await self._release.wait()
-
-    def _note_cancelled(self) -> None:
-        self.cancelled_streams += 1
-        self.stream_cancelled.set()
-
-    def _cut(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
-        # Close mid-body: the chunked body never ends, which the client sees as a transport failure.
-        self.cut_streams += 1
-        if request.transport is not None:
-            request.transport.close()
-        return resp

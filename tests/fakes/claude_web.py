@@ -25,7 +25,7 @@ from tests.fakes.claude_web_wire import (
     echo_last_line, encode_event, error_json, is_uuid4, messages_events, now_iso, raw_events, session_key,
     split_text,
 )
-from tests.fakes.common import serve
+from tests.fakes.common import FakeServer
 
 __all__ = ["Account", "Conversation", "FakeClaudeWeb", "Recorded", "Reply", "Upload", "echo_last_line",
            "session_key"]
@@ -43,7 +43,7 @@ def _reject(err: WireError) -> web.Response:
     return web.Response(status=err.status, headers=err.headers, text=err.body)
 
 
-class FakeClaudeWeb:
+class FakeClaudeWeb(FakeServer):
     """The claude.ai web upstream: accounts, conversations, uploads and completion streams."""
 
     def __init__(self, *, prefix: str = "/") -> None:
@@ -78,32 +78,6 @@ class FakeClaudeWeb:
         self._stack: AsyncExitStack | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    async def start(self) -> str:
-        """Listen on 127.0.0.1 at a free port; return base_url."""
-        self._stack = AsyncExitStack()
-        # handler_cancellation: a client that goes away cancels the handler, so stalls notice it.
-        self.origin = await self._stack.enter_async_context(serve(self.make_app(), handler_cancellation=True))
-        self.base_url = self.origin + self.prefix
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Release stalled streams and stop listening."""
-        self.release()
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-
-    async def __aenter__(self) -> FakeClaudeWeb:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def release(self) -> None:
-        """Let every stalled stream go on."""
-        self._release.set()
 
     def make_app(self) -> web.Application:
         """The aiohttp application (start() serves it; tests may mount it themselves)."""
@@ -323,7 +297,7 @@ class FakeClaudeWeb:
         conv.completions.append(body)
         self.completions.append(body)
         account.completions += 1
-        return await self._stream(request, chunks)
+        return await self._stream(request, chunks, SSE_HEADERS)
 
     def _reply_for(self, body: dict[str, Any]) -> Reply:
         answer = self.reply_hook(body) if self.reply_hook is not None else None
@@ -349,48 +323,9 @@ class FakeClaudeWeb:
                             reply.error)
         return [encode_event(name, e, self.newline) for e in events]
 
-    async def _stream(self, request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
-        resp = web.StreamResponse(headers=SSE_HEADERS)
-        try:
-            if self.stall_before_headers:
-                await self._stall()
-            await resp.prepare(request)
-            for sent in range(len(chunks) + 1):  # one step past the end: stall or cut before EOF
-                if sent == self.cut_after:
-                    return self._cut(request, resp)
-                if sent == self.stall_after:
-                    await self._stall()
-                if sent < len(chunks):
-                    await self._write(resp, chunks[sent])
-            await resp.write_eof()
-        except asyncio.CancelledError:
-            self._note_cancelled()
-            raise
-        except ConnectionResetError:
-            self._note_cancelled()
-            return resp
-        self.completed_streams += 1
-        return resp
-
     async def _write(self, resp: web.StreamResponse, chunk: bytes) -> None:
         size = self.write_chunk_bytes or len(chunk)
         for i in range(0, len(chunk), size):
             await resp.write(chunk[i:i + size])
             # Yield between writes so events leave as separate sends, not one buffered burst.
             await asyncio.sleep(0)
-
-    async def _stall(self) -> None:
-        self.stalled_streams += 1
-        self.stream_stalled.set()
-        await self._release.wait()
-
-    def _note_cancelled(self) -> None:
-        self.cancelled_streams += 1
-        self.stream_cancelled.set()
-
-    def _cut(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
-        # Close mid-body: the chunked body never ends, which the client sees as a transport failure.
-        self.cut_streams += 1
-        if request.transport is not None:
-            request.transport.close()
-        return resp

@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
 from tests.fakes.claude_web_wire import WireError
-from tests.fakes.common import serve
+from tests.fakes.common import FakeServer
 from tests.fakes.gemini_errors import (
     INSUFFICIENT_SCOPES, MISSING_CREDENTIALS, STUDIO, UNREGISTERED, VERTEX, Rejected, behaviour_error, error_info,
     iam_denied, native_error, openai_error, unauthenticated,
@@ -64,7 +64,7 @@ def _bearer(request: web.Request) -> str | None:
     return auth[7:].strip() if auth is not None and auth[:7].lower() == "bearer " else None
 
 
-class FakeGoogle(TokenEndpoint, OpenAIEndpoints):
+class FakeGoogle(TokenEndpoint, OpenAIEndpoints, FakeServer):
     """generativelanguage.googleapis.com, aiplatform.googleapis.com and oauth2.googleapis.com/token in one."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -104,27 +104,10 @@ class FakeGoogle(TokenEndpoint, OpenAIEndpoints):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self) -> str:
-        """Listen on 127.0.0.1 at a free port; return base_url."""
-        self._stack = AsyncExitStack()
-        # handler_cancellation: a client that goes away cancels the handler, so stalls notice it.
-        self.base_url = await self._stack.enter_async_context(serve(self.make_app(), handler_cancellation=True))
-        self.token_uri = self.base_url + "/token"
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Release stalled streams and stop listening."""
-        self.release()
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-
-    async def __aenter__(self) -> FakeGoogle:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _base_for(self, origin: str) -> str:
+        """Google's bases have no path; the service accounts' token_uri is the fake's."""
+        self.token_uri = origin + "/token"
+        return origin
 
     def make_app(self) -> web.Application:
         """The aiohttp application (start() serves it)."""

@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 
 from tests.fakes.anthropic_oauth import reject
 from tests.fakes.claude_web_wire import WireError
-from tests.fakes.common import serve
+from tests.fakes.common import FakeServer
 from tests.fakes.openai_checks import check_body
 from tests.fakes.openai_errors import (
     BEHAVIOURS, Bad, behaviour_error, from_bad, invalid_key, mask, missing_key, stream_error_chunk, wire,
@@ -41,7 +41,7 @@ ReplyHook = Callable[[dict[str, Any]], Union[OScript, Pieces, None]]
 FOREIGN_HEADERS = ("x-api-key", "anthropic-version", "anthropic-beta", "x-goog-api-key")
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """An OpenAI-compatible `/v1/chat/completions` and `/v1/models` server, scripted and recording."""
 
     def __init__(self, *, flavour: str = "openai", prefix: str = "/v1", clock: Callable[[], float] = time.time) -> None:
@@ -79,25 +79,7 @@ class FakeOpenAI:
         """Listen on 127.0.0.1 at a free port; return base_url."""
         if self.flavour not in FLAVOURS:
             raise ValueError(f"unknown flavour {self.flavour!r}")
-        self._stack = AsyncExitStack()
-        # handler_cancellation: a client that goes away cancels the handler, so stalls notice it.
-        self.origin = await self._stack.enter_async_context(serve(self.make_app(), handler_cancellation=True))
-        self.base_url = self.origin + self.prefix
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Release stalled streams and stop listening."""
-        self.release()
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return await super().start()
 
     def make_app(self) -> web.Application:
         """The aiohttp application (start() serves it)."""
@@ -270,48 +252,3 @@ class FakeOpenAI:
         return headers
 
     # -- streaming -------------------------------------------------------------------------------------------
-
-    def release(self) -> None:
-        """Let every stalled stream go on."""
-        self._release.set()
-
-    async def _stream(self, request: web.Request, chunks: list[bytes], headers: dict[str, str]) -> web.StreamResponse:
-        resp = web.StreamResponse(headers=headers)
-        try:
-            if self.stall_before_headers:
-                await self._stall()
-            await resp.prepare(request)
-            for sent in range(len(chunks) + 1):  # one step past the end: stall or cut before EOF
-                if sent == self.cut_after:
-                    return self._cut(request, resp)
-                if sent == self.stall_after:
-                    await self._stall()
-                if sent < len(chunks):
-                    await resp.write(chunks[sent])
-                    # Yield between writes so chunks leave as separate sends, not one buffered burst.
-                    await asyncio.sleep(0)
-            await resp.write_eof()
-        except asyncio.CancelledError:
-            self._note_cancelled()
-            raise
-        except ConnectionResetError:
-            self._note_cancelled()
-            return resp
-        self.completed_streams += 1
-        return resp
-
-    async def _stall(self) -> None:
-        self.stalled_streams += 1
-        self.stream_stalled.set()
-        await self._release.wait()
-
-    def _note_cancelled(self) -> None:
-        self.cancelled_streams += 1
-        self.stream_cancelled.set()
-
-    def _cut(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
-        # Close mid-body: the chunked body never ends, which the client sees as a transport failure.
-        self.cut_streams += 1
-        if request.transport is not None:
-            request.transport.close()
-        return resp
