@@ -7,6 +7,7 @@ the first upstream send, plus from the last upstream headers to the client's hea
 
 from __future__ import annotations
 
+import json
 import time
 
 from aiohttp import web
@@ -75,14 +76,18 @@ async def timing(request: web.Request, handler):
         _finished(request, clock, status)
 
 
-def admit(request: web.Request, *, model: str, provider: str, upstream_model: str, estimate: int) -> None:
+def admit(request: web.Request, *, model: str, provider: str, upstream_model: str, req: dict) -> None:
     """A client key's admission checks (gateway.md §9.3), once per request; nothing for the password."""
+    from clewdr_lite.protocol.tokens import estimate_request, estimate_text
     from clewdr_lite.server.app import STATE
 
     key = request.get(CLIENT_KEY)
     record = acct(request)
     if key is None or "admitted" in record:
         return
+    # only keyed requests pay for the estimate; a Gemini body (contents, not messages) by its JSON
+    estimate = (estimate_request(req) if isinstance(req.get("messages"), list)
+                else estimate_text(json.dumps(req, ensure_ascii=False)))
     state = request.app[STATE]
     now = state.clock()
     state.client_keys.admit(key, model=model, now=now, estimate_tokens=estimate, spent=state.spent(key, now),

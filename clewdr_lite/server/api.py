@@ -90,8 +90,7 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
     """Send an open-route request to the provider its model resolves to, failing over in order."""
     state = request.app[STATE]
     route, req = scenario_route(request, state, req, dialect)
-    admit(request, model=req["model"], provider=route.provider, upstream_model=route.model,
-          estimate=tokens.estimate_request(req))
+    admit(request, model=req["model"], provider=route.provider, upstream_model=route.model, req=req)
     candidates = route.candidates or ((route.provider, route.model),)
     breakers, last = state.breakers, None
     for number, (provider, model) in enumerate(candidates):

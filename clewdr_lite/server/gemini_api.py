@@ -81,7 +81,7 @@ async def native(request: web.Request) -> web.StreamResponse:
         return json_response(gem.hi_response(model, "resp-" + uuid.uuid4().hex[:16]))
     route = route_for(state, model, errors.GEMINI, bound=_bound(request.path), default="gemini")
     kind = state.provider(route.provider).type
-    admit(request, model=model, provider=route.provider, upstream_model=route.model, estimate=len(str(body)) // 3)
+    admit(request, model=model, provider=route.provider, upstream_model=route.model, req=body)
     acct(request).update(provider=route.provider, model=model, upstream_model=route.model,
                          stream=method == "streamGenerateContent")
     if kind in ("gemini", "vertex"):

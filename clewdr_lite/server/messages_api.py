@@ -9,7 +9,7 @@ import uuid
 from aiohttp import web
 
 from clewdr_lite import errors
-from clewdr_lite.protocol import anthropic, openai, tokens
+from clewdr_lite.protocol import anthropic, openai
 from clewdr_lite.protocol.openai_stream import OpenAIStream
 from clewdr_lite.server.accounting import acct, admit, note_usage
 from clewdr_lite.server.api import json_response, local_answer, read_json
@@ -53,8 +53,7 @@ async def serve_code(request: web.Request, req: dict, dialect: str, *, include_u
     if not stream and anthropic.is_hi(req):
         return await local_answer(request, dialect, {**req, "model": model}, anthropic.HI_TEXT)
     _log_request(req, dialect, model, "claude_code")
-    admit(request, model=model, provider="claude_code", upstream_model=req["model"],
-          estimate=tokens.estimate_request(req))
+    admit(request, model=model, provider="claude_code", upstream_model=req["model"], req=req)
     acct(request).update(provider="claude_code", model=model, upstream_model=req["model"], stream=stream)
     result = await state.code.open(req, stream=stream, echo_model=model, client_headers=request.headers)
     return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
