@@ -380,3 +380,17 @@ async def test_vertex_rejected_account_is_disabled_and_the_next_serves(google, s
     assert pool.find(bad["client_email"].lower()).state == "disabled"
     assert google.service_accounts[bad["client_email"]].exchanges == 0  # rejected, never issued
     assert {r.project for r in google.requests_to("vertex_generateContent")} == {"proj-good"}
+
+
+async def test_client_key_limits_on_gemini_routes(google, start_proxy):
+    from clewdr_lite.client_keys import new_key
+
+    plain, table = new_key(b"g" * 32, now=0, name="gem", rpm=1)
+    google.add_key(key(1))
+    proxy = await start(start_proxy, google, [key(1)], client_keys=[table])
+    client = genai.Client(api_key=plain, http_options=types.HttpOptions(base_url=proxy.url + "/",
+                                                                        api_version="v1beta"))
+    assert (await client.aio.models.generate_content(model=MODEL, contents="x")).text
+    with pytest.raises(genai.errors.APIError) as info:
+        await client.aio.models.generate_content(model=MODEL, contents="x")
+    assert info.value.code == 429 and info.value.status == "RESOURCE_EXHAUSTED"
