@@ -80,13 +80,15 @@ def merge_cookie_file(config, name: str):
 
 def setup_logging(config, log_dir: Path | None) -> None:
     """Console logging at `log_level`; a daily file too when `log_to_file` (never under no_fs)."""
+    from clewdr_lite import logs
+
     level = getattr(logging, str(config.log_level).upper(), logging.INFO)
-    fmt = logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)-5s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stdout)]
+    logs.lean_records()
+    fmt = logs.ClockFormatter()
+    handlers = [logs.StreamHandler(sys.stdout)]
     if config.log_to_file and not config.no_fs and log_dir is not None:
-        from logging.handlers import TimedRotatingFileHandler
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handlers.append(TimedRotatingFileHandler(log_dir / "clewdr.log", when="midnight", backupCount=14))
+        handlers.append(logs.file_handler(log_dir / "clewdr.log"))
     root = logging.getLogger()
     root.handlers.clear()
     for handler in handlers:

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Callable, Mapping
 
 from clewdr_lite.errors import AuthError, PermissionDenied, RateLimited
@@ -427,13 +428,28 @@ def price_for(model: str, overrides: Mapping | None = None) -> dict | None:
     name = _norm(model)
     if name.endswith(":free"):
         return dict(FREE)
-    for candidate in dict.fromkeys((name, name.rpartition("/")[2])):
-        for table in (overrides or {}, PRICES):
-            price = _find(candidate, table)
-            if isinstance(price, Mapping):
-                base = {"input": 0.0, "output": 0.0, **price}
-                return {f: float(base.get(f, base["input"]) or 0.0) for f in PRICE_FIELDS}
+    candidates = tuple(dict.fromkeys((name, name.rpartition("/")[2])))
+    for candidate in candidates:
+        price = _find(candidate, overrides) if overrides else None
+        if isinstance(price, Mapping):
+            return _full_price(price)
+        builtin = _builtin_price(candidate)
+        if builtin is not None:
+            return dict(builtin)
     return None
+
+
+def _full_price(price: Mapping) -> dict:
+    """Every PRICE_FIELDS entry; missing cache fields are billed as input."""
+    base = {"input": 0.0, "output": 0.0, **price}
+    return {f: float(base.get(f, base["input"]) or 0.0) for f in PRICE_FIELDS}
+
+
+@lru_cache(maxsize=512)
+def _builtin_price(name: str) -> dict | None:
+    """PRICES' entry for one normalised name (the table is fixed: looked up once per model)."""
+    price = _find(name, PRICES)
+    return _full_price(price) if isinstance(price, Mapping) else None
 
 
 def cost(model: str, usage: Mapping, overrides: Mapping | None = None) -> float:

@@ -68,14 +68,34 @@ def resolve(model: str, *, route_kind: str, bound: str | None, providers: tuple[
     upstream model lists) to the `models` entries and aliases. `rand` in [0, 1) draws a group's
     first choice by provider weight (gateway.md §5.2).
     """
-    ordered = sorted((p for p in providers if p.enabled), key=lambda p: p.priority)  # stable
-    ctx = _Context({p.name.lower(): p for p in providers}, tuple(ordered), aliases,
-                   _casing(providers, aliases, known), route_kind, bound, default, scenario)
+    by_name, ordered, casing = _tables(providers, aliases, tuple(known))
+    ctx = _Context(by_name, ordered, aliases, casing, route_kind, bound, default, scenario)
     pairs, via, group = _name(ctx, model, (), scenario_ok=True)
     pairs = _usable(ctx, pairs, model)
     if group:
         pairs = _rank(ctx, pairs, rand)
     return Route(pairs[0][0], pairs[0][1], tuple(pairs), via)
+
+
+_TABLES: dict = {}  # (id(providers), id(aliases), known) → (providers, aliases, tables); holds both alive
+
+
+def _tables(providers: tuple, aliases: dict, known: tuple) -> tuple:
+    """By-name map, priority order and casing of a provider set: built once per config, not per request.
+
+    Providers are frozen and a config change brings new objects, so identity is the cache key; the
+    entry keeps its objects alive, so an id cannot be reused while it is cached.
+    """
+    key = (id(providers), id(aliases), known)
+    hit = _TABLES.get(key)
+    if hit is not None and hit[0] is providers and hit[1] is aliases:
+        return hit[2]
+    ordered = tuple(sorted((p for p in providers if p.enabled), key=lambda p: p.priority))  # stable
+    tables = ({p.name.lower(): p for p in providers}, ordered, _casing(providers, aliases, known))
+    if len(_TABLES) >= 64:
+        _TABLES.clear()
+    _TABLES[key] = (providers, aliases, tables)
+    return tables
 
 
 def _name(ctx: _Context, name: str, path: tuple, *, scenario_ok: bool) -> tuple[list, str, bool]:

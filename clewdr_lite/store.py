@@ -19,6 +19,7 @@ so any period's spend is a sum of whole days, and it outlives the log's retentio
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -90,6 +91,19 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
 
 INSERT_REQUEST = (f"INSERT INTO requests (id, {', '.join(NAMES)}) "
                   f"VALUES ({', '.join('?' * (len(NAMES) + 1))})")
+INSERT_CHUNK = 32  # rows per INSERT statement (32 × 28 parameters, far below SQLite's limit)
+
+
+@functools.lru_cache(maxsize=INSERT_CHUNK)
+def insert_rows_sql(count: int) -> str:
+    """One INSERT of `count` request rows.
+
+    executemany() runs a statement per row, and sqlite3 releases and retakes the GIL around each
+    step: with the event loop busy, every retake waits for a forced switch (gateway.md §11.3 says
+    logging must never slow requests). A few multi-row statements per batch switch a few times.
+    """
+    row = "(" + ", ".join("?" * (len(NAMES) + 1)) + ")"
+    return INSERT_REQUEST.rsplit("VALUES", 1)[0] + "VALUES " + ", ".join([row] * count)
 INSERT_BODY = "INSERT OR REPLACE INTO request_bodies VALUES (?, ?, ?, ?)"
 UPSERT_SPEND = """INSERT INTO client_key_usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key_id, period_start) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd,
@@ -413,7 +427,9 @@ class Store:
                     base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0]
                     # ids are given here, so kept bodies can share their row's id
                     numbered = [(base + n, *row) for n, row in enumerate(rows, 1)]
-                    conn.executemany(INSERT_REQUEST, numbered)
+                    for start in range(0, len(numbered), INSERT_CHUNK):
+                        chunk = numbered[start:start + INSERT_CHUNK]
+                        conn.execute(insert_rows_sql(len(chunk)), [v for row in chunk for v in row])
                     conn.executemany(INSERT_BODY, [(base + n, *body) for n, *body in bodies])
                     conn.executemany(UPSERT_SPEND, spend)
                     conn.execute("COMMIT")

@@ -261,10 +261,17 @@ class FlakyConnection:
     def __init__(self, conn: sqlite3.Connection, failures: int) -> None:
         self.conn, self.failures = conn, failures
 
-    def executemany(self, sql, rows):
+    def _fail(self, sql):
         if sql.startswith("INSERT INTO requests") and self.failures:
             self.failures -= 1
             raise sqlite3.OperationalError("database or disk is full")
+
+    def execute(self, sql, *args):
+        self._fail(sql)
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql, rows):
+        self._fail(sql)
         return self.conn.executemany(sql, rows)
 
     def __getattr__(self, name):

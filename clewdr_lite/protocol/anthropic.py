@@ -8,7 +8,6 @@ Ids come in from the caller, so everything here is deterministic.
 
 from __future__ import annotations
 
-import copy
 
 from ..errors import BadRequest
 from . import lenient
@@ -85,8 +84,20 @@ def _check_optional_fields(req: dict) -> None:
         del req["top_k"]
 
 
+def _needs_normalising(body: dict) -> bool:
+    """Whether validate() would change a top-level field (else the body itself is the request)."""
+    value = body.get("max_tokens")
+    return (type(value) is not int or body.get("top_k") == 0
+            or any(key in body and body[key] is None for key in ("stream", "stop_sequences", "system")))
+
+
 def validate(body) -> dict:
-    """An inbound Messages request → a normalised copy; BadRequest names the bad field."""
+    """An inbound Messages request, normalised; BadRequest names the bad field.
+
+    Only top-level fields are ever normalised, so the body itself comes back when it needs no change
+    (a pass-through can then forward the client's bytes) and a shallow copy otherwise. Request
+    rewriting elsewhere is copy-on-write: nothing mutates a message in place.
+    """
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
     if not isinstance(body.get("model"), str):
@@ -96,7 +107,7 @@ def validate(body) -> dict:
         raise BadRequest("messages: required, must be a non-empty list")
     for i, msg in enumerate(messages):
         _check_message(i, msg)
-    req = copy.deepcopy(body)  # strings are shared, so even large images copy cheaply
+    req = dict(body) if _needs_normalising(body) else body
     _normalise_max_tokens(req)
     _check_optional_fields(req)
     return req
@@ -212,6 +223,16 @@ def without_thinking(message: dict) -> dict:
     content = [b for b in message.get("content") or []
                if b.get("type") not in ("thinking", "redacted_thinking")]
     return {**message, "content": content}
+
+
+class Answer(dict):
+    """A response message parsed from `raw`, bytes that may be sent on as they are (pass-through)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, data: dict, raw: bytes) -> None:
+        super().__init__(data)
+        self.raw = raw
 
 
 class _Block:

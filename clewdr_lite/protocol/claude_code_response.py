@@ -27,7 +27,7 @@ INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input
 def header(headers: Mapping[str, str], name: str, default: str = "") -> str:
     """A header value by case-insensitive name (plain dicts from tests, CIMultiDict from aiohttp)."""
     value = headers.get(name)
-    if value is None:
+    if value is None and not type(headers).__name__.startswith("CIMultiDict"):  # those match any case
         name = name.lower()
         value = next((v for k, v in headers.items() if k.lower() == name), None)
     return default if value is None else str(value)

@@ -23,6 +23,7 @@ from clewdr_lite.upstream.relay import new_msg_id
 log = logging.getLogger("clewdr_lite.api")
 
 JSON = "application/json"
+NO_ALIASES: dict = {}  # one object, so the router's per-config tables are cached without aliases too
 
 
 async def read_json(request: web.Request) -> dict:
@@ -76,10 +77,10 @@ def _stream_out(dialect: str, model: str, config, include_usage: bool):
 def route_for(state, model: str, dialect: str, *, bound: str | None = None, default: str = "claude_web",
               scenario=None):
     """Which provider serves `model` on this route (gateway.md §3.3)."""
-    aliases = state.config.tables.get("aliases") or {}
+    aliases = state.config.tables.get("aliases")
     try:
         return router.resolve(model, route_kind=dialect, bound=bound, providers=state.providers,
-                              aliases=aliases if isinstance(aliases, dict) else {}, default=default,
+                              aliases=aliases if isinstance(aliases, dict) else NO_ALIASES, default=default,
                               scenario=scenario)
     except router.RouteError as exc:
         raise errors.BadRequest(f"model {model!r}: {exc}") from None
@@ -158,7 +159,8 @@ async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, 
         return await messages_api.serve_code(request, {**req, "model": route.model}, dialect,
                                              include_usage=include_usage, echo_model=req["model"])
     if kind == "anthropic":
-        return await messages_api.serve_keys(request, req, dialect, route=route, include_usage=include_usage)
+        return await messages_api.serve_keys(request, req, dialect, route=route, original=original,
+                                             include_usage=include_usage)
     if kind == "openai" and dialect == errors.OPENAI:  # same dialect: the fast path (gateway.md §8)
         return await serve_openai_passthrough(request, original, route)
     if kind in ("gemini", "vertex", "openai"):  # another dialect upstream: through the hub converters

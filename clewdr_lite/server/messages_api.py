@@ -36,6 +36,8 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
     if dialect == errors.OPENAI:
         return json_response(openai.from_hub(result, model=model, created=int(time.time()),
                                              thinking_output=config.thinking_output))
+    if isinstance(result, anthropic.Answer):
+        return web.Response(body=result.raw, content_type="application/json")
     return json_response(result)
 
 
@@ -59,16 +61,19 @@ async def serve_code(request: web.Request, req: dict, dialect: str, *, include_u
     return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
 
 
-async def serve_keys(request: web.Request, req: dict, dialect: str, *, route,
+async def serve_keys(request: web.Request, req: dict, dialect: str, *, route, original: dict,
                      include_usage: bool = False) -> web.StreamResponse:
     """An `anthropic` API-key provider: key rotation, pass-through relay (gateway.md §2.3, §8)."""
     state = request.app[STATE]
     model, stream = req["model"], bool(req.get("stream"))
     _log_request(req, dialect, model, route.provider)
+    raw = None
     if dialect == errors.OPENAI:
         req = anthropic.prepare_for_api(req, state.config.first_user_placeholder)
+    elif req is original:  # the client's own body: its bytes may go upstream untouched
+        raw = acct(request).get("raw")
     result = await state.keyed[route.provider].open(req, model=route.model, stream=stream, echo_model=model,
-                                                    client_headers=request.headers)
+                                                    client_headers=request.headers, raw=raw)
     return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -83,6 +84,9 @@ async def _serve(config, file, path: Path, host: str, port: int, *, show: bool) 
         await runner.cleanup()
         return 1
     print(banner(config, path, host, port, show=show, backend=app[STATE].http_backend), flush=True)
+    # everything alive now lives as long as the process: keep it out of every cyclic-GC pass
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -23,7 +23,7 @@ MID_CONVERSATION_SYSTEM = "mid-conversation-system"
 
 def prepare(req: dict, model: str, client_betas: str | None) -> dict:
     """Body rules for API upstreams: model rules, thinking hygiene, system placement (§2.3)."""
-    body = hub.apply_model_rules({**req, "model": model})
+    body = hub.apply_model_rules(req if req.get("model") == model else {**req, "model": model})
     body = hub.strip_foreign_thinking(body)
     if MID_CONVERSATION_SYSTEM not in (client_betas or ""):
         body = hub.prepare_for_api(body)
@@ -36,7 +36,7 @@ class AnthropicKeys(KeyedProvider):
     def _url(self, path: str) -> str:
         return (self.provider.base_url or DEFAULT_BASE).rstrip("/") + "/" + path
 
-    async def _send(self, key: str, path: str, body: dict, client_headers, *, stream: bool):
+    async def _send(self, key: str, path: str, body: dict | bytes, client_headers, *, stream: bool):
         betas = cc.merge_betas(client_headers.get("anthropic-beta"), base=None)
         headers = cc.upstream_headers(client_headers, auth={"x-api-key": key}, betas=betas,
                                       user_agent=None, oauth=False)
@@ -44,16 +44,21 @@ class AnthropicKeys(KeyedProvider):
         return await self._post(key, self._url(path), headers, body, stream=stream, classify=cc.classify_api_key)
 
     async def open(self, req: dict, *, model: str, stream: bool, echo_model: str,
-                   client_headers: Mapping[str, str]):
-        """A started MessagesStream (stream) or the response body, after key rotation and retries."""
+                   client_headers: Mapping[str, str], raw: bytes | None = None):
+        """A started MessagesStream (stream) or the response body, after key rotation and retries.
+
+        `raw` is the client's body when `req` is that body parsed: when the rules leave the request
+        as it is, those bytes go upstream unchanged (no re-serialising on pass-through, gateway.md §8).
+        """
         body = prepare(req, model, client_headers.get("anthropic-beta"))
+        wire = raw if raw is not None and body == req else body
 
         async def attempt(key: str):
-            resp = await self._send(key, "v1/messages", body, client_headers, stream=stream)
-            return await self._success(resp, body["model"], stream=stream, echo_model=echo_model)
+            resp = await self._send(key, "v1/messages", wire, client_headers, stream=stream)
+            return await self._success(resp, stream=stream, echo_model=echo_model)
         return await self.attempts(attempt)
 
-    async def _success(self, resp, model: str, *, stream: bool, echo_model: str):
+    async def _success(self, resp, *, stream: bool, echo_model: str):
         if stream:
             relay = MessagesStream(resp, echo_model=echo_model, on_done=lambda i, o: None)
             try:
@@ -62,14 +67,18 @@ class AnthropicKeys(KeyedProvider):
                 raise KeyFailed(exc.outcome) from None
             return relay
         try:
-            data = json.loads(await resp.read())
+            raw = await resp.read()
+            data = json.loads(raw)
         except (ValueError, *TRANSPORT_ERRORS) as exc:
             raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
                 f"unreadable answer from {self.provider.name}: {exc}"))) from None
         finally:
             await resp.close()
-        if isinstance(data, dict):
-            data["model"] = echo_model
+        if not isinstance(data, dict):
+            return data
+        if data.get("model") == echo_model:
+            return hub.Answer(data, raw)  # the client may get the upstream's bytes as they are
+        data["model"] = echo_model
         return data
 
     async def count_tokens(self, req: dict, *, model: str, client_headers: Mapping[str, str]) -> dict:

@@ -95,6 +95,15 @@ def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
+if hasattr(asyncio, "timeout"):  # 3.11+: a deadline on the running task, no task per request
+    async def within(awaitable, seconds: float):
+        """Await with a deadline (asyncio.TimeoutError when it passes)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+else:  # pragma: no cover - Python 3.10
+    within = asyncio.wait_for
+
+
 class Response:
     """An upstream response whose body may still be arriving."""
 
@@ -152,8 +161,10 @@ class AiohttpClient:
         if self._session is None or self._session.closed:
             connector = self._connector()
             timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=IDLE_TIMEOUT)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                                  auto_decompress=True, trust_env=False)
+            # no cookie jar: credentials are sent explicitly per request, and one account's
+            # Set-Cookie must never ride along with another's (nor cost a jar lookup per call)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
+                                                  trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     def _connector(self) -> aiohttp.BaseConnector:
@@ -192,7 +203,7 @@ class AiohttpClient:
         clock = TIMING.get()
         started = clock.sent() if clock else 0.0
         try:
-            resp = await asyncio.wait_for(ctx, headers_timeout or HEADERS_TIMEOUT)
+            resp = await within(ctx, headers_timeout or HEADERS_TIMEOUT)
         finally:
             if clock:
                 clock.answered(started)
@@ -252,8 +263,7 @@ class CurlClient:
         clock = TIMING.get()
         started = clock.sent() if clock else 0.0
         try:
-            resp = await asyncio.wait_for(self._get().request(method, url, **kwargs),
-                                          headers_timeout or HEADERS_TIMEOUT)
+            resp = await within(self._get().request(method, url, **kwargs), headers_timeout or HEADERS_TIMEOUT)
         except RequestException as exc:
             raise aiohttp.ClientConnectionError(str(exc)) from exc
         finally:

@@ -81,7 +81,15 @@ def test_validate_accepts_system_role_and_blocks():
                          {"role": "user", "content": [{"type": "text", "text": "x", "extra": 1}]}])
     out = an.validate(body)
     assert out["messages"] == body["messages"]
-    assert out["messages"] is not body["messages"]
+    assert out is body  # nothing to normalise: the client's request itself (its bytes can be forwarded)
+
+
+def test_validate_normalises_a_copy_and_leaves_the_body_alone():
+    body = req(max_tokens=4096.0, top_k=0, system=None)
+    out = an.validate(body)
+    assert out is not body
+    assert (out["max_tokens"], "top_k" in out, "system" in out) == (4096, False, False)
+    assert (body["max_tokens"], body["top_k"], body["system"]) == (4096.0, 0, None)
 
 
 # ---------------------------------------------------------------- model parsing (§7.1, §7.2)
