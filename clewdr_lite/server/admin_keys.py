@@ -6,11 +6,13 @@ import asyncio
 
 from aiohttp import web
 
-from clewdr_lite.protocol import gemini_keys as gk
-from clewdr_lite.protocol import vertex as vx
+from clewdr_lite import lazy
 from clewdr_lite.server.admin import _body, _json
 from clewdr_lite.server.app import STATE, save_pool
 from clewdr_lite.server.middleware import admin
+
+gk = lazy.module("clewdr_lite.protocol.gemini_keys")
+vx = lazy.module("clewdr_lite.protocol.vertex")
 
 
 @admin

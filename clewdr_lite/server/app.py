@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import time
@@ -18,11 +19,8 @@ from clewdr_lite.pool import CookiePool, KeyPool
 from clewdr_lite.providers import parse_providers
 from clewdr_lite.protocol import claude_web as web_proto
 from clewdr_lite.upstream import http
-from clewdr_lite.upstream.anthropic import AnthropicKeys
-from clewdr_lite.upstream.openai_compat import OpenAICompat
 from clewdr_lite.upstream.claude_code import ClaudeCode
 from clewdr_lite.upstream.claude_web import ClaudeWeb
-from clewdr_lite.upstream.google import AIStudio, Vertex
 
 log = logging.getLogger("clewdr_lite")
 
@@ -89,6 +87,28 @@ class State:
 
 
 STATE = web.AppKey("state", State)
+KEYED_TYPES = {"anthropic": ("clewdr_lite.upstream.anthropic", "AnthropicKeys"),
+               "openai": ("clewdr_lite.upstream.openai_compat", "OpenAICompat")}
+
+
+class Upstreams(dict):
+    """Upstream objects built on first use (`state.google`): Gemini and Vertex code is imported only
+    when configured or first asked for. `get()`, `in` and `items()` see the built ones only."""
+
+    def __init__(self, makers: dict) -> None:
+        super().__init__()
+        self._makers = makers
+
+    def __missing__(self, kind: str):
+        if kind not in self._makers:
+            raise KeyError(kind)
+        built = self[kind] = self._makers[kind]()
+        return built
+
+
+def _google(name: str):
+    from clewdr_lite.upstream import google
+    return getattr(google, name)
 
 
 def cookie_records(config, *, now: float) -> CookiePool:
@@ -162,15 +182,20 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
                           clock=clock, rand=rand, sleep=sleep)
     state.code = ClaudeCode(web=state.web, config=lambda: state.config, plain=state.plain, clock=clock)
     state.providers = parse_providers(config.tables, warn=log.warning)
-    keyed_types = {"anthropic": AnthropicKeys, "openai": OpenAICompat}
-    for provider in state.providers:
-        if provider.type in keyed_types:
-            state.keyed[provider.name] = keyed_types[provider.type](
+    for provider in state.providers:  # each kind's module is imported only when it is configured
+        if provider.type in KEYED_TYPES:
+            module, name = KEYED_TYPES[provider.type]
+            state.keyed[provider.name] = getattr(importlib.import_module(module), name)(
                 provider, KeyPool.from_keys(provider.keys), config=lambda: state.config,
                 client=state.plain, clock=clock, rand=rand, sleep=sleep)
     common = dict(config=lambda: state.config, client=state.plain, clock=clock, rand=rand, sleep=sleep)
-    state.google = {"gemini": AIStudio(KeyPool.from_keys(gemini_key_entries(config)), **common),
-                    "vertex": Vertex(list(config.vertex.get("credentials") or []), **common)}
+    state.google = Upstreams({
+        "gemini": lambda: _google("AIStudio")(KeyPool.from_keys(gemini_key_entries(state.config)), **common),
+        "vertex": lambda: _google("Vertex")(list(state.config.vertex.get("credentials") or []), **common)})
+    if config.gemini_keys:  # configured: built now, so /metrics and the admin page count them
+        state.google["gemini"]
+    if config.vertex.get("credentials"):
+        state.google["vertex"]
     state.client_keys = ClientKeys.from_tables(config.tables, warn=log.warning)
     state.breakers = Breakers(BreakerSettings.from_table(config.tables.get("breaker") or {}, warn=log.warning))
     for keyed in state.keyed.values():

@@ -8,14 +8,15 @@ import uuid
 
 from aiohttp import web
 
-from clewdr_lite import errors
-from clewdr_lite.protocol import gemini as gem
+from clewdr_lite import errors, lazy
 from clewdr_lite.protocol import tokens
 from clewdr_lite.server.accounting import acct, admit
 from clewdr_lite.server.api import json_response, read_json, route_for
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import hub_call
 from clewdr_lite.server.streaming import send_stream
+
+gem = lazy.module("clewdr_lite.protocol.gemini")  # imported when a Gemini route is first used
 
 METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 KEEPALIVE_FIRST_S = 15.0

@@ -44,26 +44,41 @@ class AnthropicOut:
 
 
 class KeepAlive:
-    """Writes the translator's keep-alive after KEEPALIVE_S of silence."""
+    """Writes the translator's keep-alive after KEEPALIVE_S of silence.
+
+    One loop timer per stream, re-armed when it fires (no task parked per open stream); a write
+    task exists only while a keep-alive is being written.
+    """
+
+    __slots__ = ("loop", "last", "_resp", "_out", "_timer", "_writing")
 
     def __init__(self, resp: web.StreamResponse, out) -> None:
         self.loop = asyncio.get_running_loop()
         self.last = self.loop.time()
         self._resp, self._out = resp, out
-        self._task = asyncio.ensure_future(self._run())
+        self._writing: asyncio.Task | None = None
+        self._timer = self.loop.call_at(self.last + KEEPALIVE_S, self._due)
 
-    async def _run(self) -> None:
-        while True:
-            wait = self.last + KEEPALIVE_S - self.loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
+    def _due(self) -> None:
+        now = self.loop.time()
+        if now - self.last >= KEEPALIVE_S and self._writing is None:
+            self._writing = self.loop.create_task(self._write())
+            self.last = now
+        self._timer = self.loop.call_at(self.last + KEEPALIVE_S, self._due)
+
+    async def _write(self) -> None:
+        try:
             await self._resp.write(self._out.keepalive())
-            self.last = self.loop.time()
+        except (ConnectionError, RuntimeError):
+            pass  # the client is gone; the stream's own write notices and ends it
+        finally:
+            self._writing = None
 
     def stop(self) -> None:
-        """End the timer."""
-        self._task.cancel()
+        """End the timer (and a keep-alive write in progress)."""
+        self._timer.cancel()
+        if self._writing is not None:
+            self._writing.cancel()
 
 
 def _keepalive_of(out) -> None:

@@ -86,10 +86,19 @@ def env_proxy(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def ssl_context() -> ssl.SSLContext:
-    """A verifying context from certifi's CA file (or SSL_CERT_FILE): works inside binaries too."""
+def system_cas_present() -> bool:
+    """Whether OpenSSL's default CA file or directory exists (not so inside some binaries)."""
+    paths = ssl.get_default_verify_paths()
+    return any(p and os.path.exists(p) for p in (paths.cafile, paths.capath))
+
+
+def ssl_context() -> ssl.SSLContext | bool:
+    """How outbound TLS is verified: SSL_CERT_FILE when set; else the system store, which aiohttp has
+    loaded already (True: its default context, nothing parsed twice); else certifi's CA file."""
     cafile = os.environ.get("SSL_CERT_FILE")
     if not cafile:
+        if system_cas_present():
+            return True
         import certifi
         cafile = certifi.where()
     return ssl.create_default_context(cafile=cafile)
