@@ -202,10 +202,16 @@ def _open_reader(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
+_READY = {"text": str, "int": int, "real": float}  # a value of exactly this type is stored as it is
+
+
 def _coerce(value: Any, kind: str, fallback: Any) -> Any:
     """The value as its column's type; anything unusable becomes the fallback."""
     if value is None:
         return fallback
+    if type(value) is _READY[kind] and (kind != "real" or math.isfinite(value)) and \
+            (kind != "int" or -(2 ** 63) <= value < 2 ** 63):
+        return value
     if kind == "text":
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     try:
@@ -303,14 +309,16 @@ class Store:
     # ------------------------------------------------------------------ the loop's side
 
     def record(self, row: dict) -> None:
-        """Queue one log row (keys: COLUMNS names and bodies); returns at once, never touches disk."""
-        unknown = row.keys() - ACCEPTED
-        if unknown:
-            raise ValueError(f"unknown request log fields: {sorted(unknown)}")
-        values = tuple(row.get(name) for name in NAMES)
-        if values[0] is None:
-            values = (self._clock(), *values[1:])
-        item = (values, self._bodies_of(row))
+        """Queue one log row (keys: COLUMNS names and bodies); returns at once, never touches disk.
+
+        The loop's side only checks the keys and keeps the dict; the writer thread orders and
+        coerces the values (gateway.md §11.3: logging must not slow requests).
+        """
+        if not ACCEPTED.issuperset(row):
+            raise ValueError(f"unknown request log fields: {sorted(row.keys() - ACCEPTED)}")
+        if row.get("ts") is None:
+            row = {**row, "ts": self._clock()}
+        item = (row, self._bodies_of(row))
         with self._cond:
             if self._stopping or self._dead:
                 self._counts["dropped"] += 1
@@ -455,8 +463,8 @@ class Store:
     def _prepare(self, items: list) -> tuple[list, list, list]:
         """Coerced log rows, kept bodies (row number first) and the batch's spend upserts."""
         rows, bodies, spend = [], [], {}
-        for number, (_seq, values, kept) in enumerate(items, 1):
-            row = tuple(_coerce(v, kind, fallback) for v, (_, kind, fallback) in zip(values, COLUMNS))
+        for number, (_seq, record, kept) in enumerate(items, 1):
+            row = tuple(_coerce(record.get(name), kind, fallback) for name, kind, fallback in COLUMNS)
             rows.append(row)
             if kept:
                 bodies.append((number, row[AT["request_id"]],

@@ -181,6 +181,25 @@ def test_importing_the_app_does_not_import_curl_cffi():
     assert loads_curl_cffi("clewdr_lite.server.app") is False
 
 
+LAZY_PROBE = """
+import sys
+from clewdr_lite.config import parse
+from clewdr_lite.server.app import make_app
+config, _ = parse({"password": "p" * 20, "providers": [
+    {"name": "a", "type": "anthropic", "base_url": "http://127.0.0.1:9", "keys": ["sk-ant-api03-x"]}]}, {})
+app = make_app(config)
+print(sorted(m for m in sys.modules if m.startswith(("clewdr_lite.protocol.", "clewdr_lite.upstream."))
+             and m.split(".")[-1].startswith(("gemini", "vertex", "google", "openai_upstream", "openai_compat"))))
+"""
+
+
+def test_providers_that_are_not_configured_cost_no_import():
+    done = subprocess.run([sys.executable, "-c", LAZY_PROBE], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_the_probe_sees_curl_cffi_when_it_is_imported():
     pytest.importorskip("curl_cffi")
     assert loads_curl_cffi("curl_cffi") is True

@@ -176,6 +176,10 @@ def test_many_records_make_few_transactions(open_store):
     # the first row may go at once; everything after it waits for the batch (here: the flush)
     assert stats["writes"] == stats["rows"] == 1000 and stats["batches"] <= 2
     assert stats["last_batch_ms"] is not None and stats["queued"] == 0
+    # written by multi-row INSERTs: every row whole and in order
+    newest = s.recent(3)
+    assert [r["request_id"] for r in newest] == ["r999", "r998", "r997"]
+    assert {(r["model_upstream"], r["input_tokens"], r["stream"]) for r in newest} == {("claude-sonnet-4-5", 100, 1)}
 
 
 def test_a_full_batch_is_written_without_waiting_for_the_interval(open_store):

@@ -12,7 +12,11 @@ import time
 
 from aiohttp import web
 
-from clewdr_lite.errors import ProxyError
+from clewdr_lite.client_keys import cost
+from clewdr_lite.errors import ProxyError, anthropic_type
+from clewdr_lite.protocol.tokens import estimate_request, estimate_text
+from clewdr_lite.server.app import STATE
+from clewdr_lite.server.middleware import dialect_of
 from clewdr_lite.upstream.http import TIMING, Timing
 
 # typed request-storage keys (aiohttp ≥ 3.13 warns on plain strings; older versions lack RequestKey)
@@ -78,9 +82,6 @@ async def timing(request: web.Request, handler):
 
 def admit(request: web.Request, *, model: str, provider: str, upstream_model: str, req: dict) -> None:
     """A client key's admission checks (gateway.md §9.3), once per request; nothing for the password."""
-    from clewdr_lite.protocol.tokens import estimate_request, estimate_text
-    from clewdr_lite.server.app import STATE
-
     key = request.get(CLIENT_KEY)
     record = acct(request)
     if key is None or "admitted" in record:
@@ -97,12 +98,9 @@ def admit(request: web.Request, *, model: str, provider: str, upstream_model: st
 
 def _settle_key(request: web.Request, record: dict) -> float:
     """Release an admitted client key, charge its tokens and spend; the request's cost."""
-    from clewdr_lite.client_keys import cost
-    from clewdr_lite.server.app import STATE
-
     state = request.app[STATE]
     usage = {"input_tokens": record.get("input_tokens", 0), "output_tokens": record.get("output_tokens", 0)}
-    provider = next((p for p in state.providers if p.name == record.get("provider")), None)
+    provider = state.provider_named(record.get("provider"))
     model = record.get("upstream_model") or record.get("model") or ""
     priced = cost(model, usage, provider.prices if provider else None) if model else 0.0
     # subscriptions cost nothing per call; their API price is kept as a shadow cost (gateway.md §10)
@@ -122,8 +120,6 @@ def _settle_key(request: web.Request, record: dict) -> float:
 
 def _finished(request: web.Request, clock: Timing, status: int) -> None:
     """Count the request in /metrics and settle its client key."""
-    from clewdr_lite.server.app import STATE
-
     state = request.app[STATE]
     record = request.get(ACCT_KEY) or {}
     record["cost"] = _settle_key(request, record)
@@ -146,8 +142,6 @@ def _finished(request: web.Request, clock: Timing, status: int) -> None:
 
 async def headers_hook(request: web.Request, response: web.StreamResponse) -> None:
     """x-clewdr-overhead-ms, x-clewdr-provider, x-clewdr-attempts on proxied responses (§12.1)."""
-    from clewdr_lite.server.app import STATE
-
     clock = request.get(TIMING_KEY)
     if clock is None:
         return
@@ -163,9 +157,6 @@ async def headers_hook(request: web.Request, response: web.StreamResponse) -> No
 
 def _row(request: web.Request, record: dict, clock: Timing, status: int, route: str, now: float) -> dict:
     """The request-log row of gateway.md §11.2 (metadata only; no bodies)."""
-    from clewdr_lite.errors import anthropic_type
-    from clewdr_lite.server.middleware import dialect_of
-
     ms = lambda seconds: int(seconds * 1000)  # noqa: E731
     return {"ts": time.time(), "client_key_id": record.get("key_id"), "route": route,
             "dialect": dialect_of(request.path), "model_requested": record.get("model"),

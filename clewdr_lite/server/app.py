@@ -47,7 +47,14 @@ class State:
     def provider(self, name: str):
         """The Provider value called `name`."""
         return next(p for p in self.providers if p.name == name)
+
+    def provider_named(self, name: str | None):
+        """The Provider called `name`, or None (a dict lookup: once per request)."""
+        if self._by_name[0] is not self.providers:
+            self._by_name = (self.providers, {p.name: p for p in self.providers})
+        return self._by_name[1].get(name)
     clients: dict = field(default_factory=dict)
+    _by_name: tuple = (None, {})
     saved_version: tuple = ()
     listing: tuple | None = None  # (pool version, built at, body) of GET /api/cookies
     metrics: Any = None  # telemetry.Metrics

@@ -10,6 +10,7 @@ import logging
 from aiohttp import web
 
 from clewdr_lite import errors
+from clewdr_lite.server.app import STATE
 
 log = logging.getLogger("clewdr_lite.server")
 
@@ -114,7 +115,6 @@ def mask(key: str) -> str:
 def _client_key(request: web.Request, keys: list[str]) -> bool:
     """A `sk-clewdr-…` client key (gateway.md §9); its limits are checked once the model is known."""
     from clewdr_lite.server.accounting import CLIENT_KEY
-    from clewdr_lite.server.app import STATE
 
     registry = request.app[STATE].client_keys
     for key in keys:
@@ -128,8 +128,6 @@ def _client_key(request: web.Request, keys: list[str]) -> bool:
 @web.middleware
 async def authenticate(request: web.Request, handler):
     """API password on inference routes, admin password on /api/*, before the body is read."""
-    from clewdr_lite.server.app import STATE
-
     kind = getattr(handler, "auth", API)
     if kind == PUBLIC or request.method == "OPTIONS" or request.match_info.http_exception is not None:
         return await handler(request)

@@ -190,7 +190,7 @@ class FakeAnthropic(OAuthEndpoints, MessagesEndpoints, FakeServer):
                 body = None
         path = request.path[len(self.prefix):] if request.path.startswith(self.prefix) else request.path
         entry = Recorded(request.method, path, request.query_string, CIMultiDict(request.headers), body, form,
-                         endpoint)
+                         endpoint, raw)
         self.requests.append(entry)
         return entry
 

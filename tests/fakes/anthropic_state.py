@@ -143,3 +143,4 @@ class Recorded:
     json: Any  # parsed JSON body, or None
     form: dict[str, str] | None  # form fields in sent order, or None
     endpoint: str | None  # a name from ENDPOINTS, None for unknown paths
+    raw: bytes = b""  # the body exactly as it arrived

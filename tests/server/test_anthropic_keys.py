@@ -69,6 +69,50 @@ async def test_pass_through_keeps_upstream_bytes(api, start_proxy):
     assert f'"model":"{MODEL}"' in start
 
 
+async def _post_raw(proxy, body: bytes) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.url + "/v1/messages", data=body,
+                          headers={"x-api-key": PASSWORD, "Content-Type": "application/json"}) as r:
+            return r.status, await r.json()
+
+
+async def test_unchanged_request_goes_upstream_as_the_clients_bytes(api, start_proxy):
+    api.add_key(K1)
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    # spacing, key order and escapes a re-serialiser would all change
+    sent = (b'{ "messages": [{"role": "user", "content": "caf\\u00e9 \\ud83d\\ude00"}],\n'
+            b'  "model": "' + MODEL.encode() + b'", "max_tokens": 64, "metadata": {"user_id": "u1"} }')
+    status, answer = await _post_raw(proxy, sent)
+    assert status == 200 and answer["model"] == MODEL
+    assert api.requests[-1].raw == sent
+    assert api.requests[-1].json["messages"][0]["content"] == "caf\u00e9 \U0001F600"
+
+
+async def test_a_request_the_rules_change_is_sent_rewritten(api, start_proxy):
+    api.add_key(K1)
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    # max_tokens as a float and SillyTavern's top_k 0 are normalised; a system turn is hoisted
+    sent = (b'{"model": "' + MODEL.encode() + b'", "max_tokens": 64.0, "top_k": 0, "messages": ['
+            b'{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]}')
+    status, _ = await _post_raw(proxy, sent)
+    upstream = api.requests[-1]
+    assert status == 200 and upstream.raw != sent
+    assert upstream.json["max_tokens"] == 64 and type(upstream.json["max_tokens"]) is int
+    assert "top_k" not in upstream.json
+    assert [m["role"] for m in upstream.json["messages"]] == ["user"]
+    assert "be brief" in str(upstream.json["system"])
+
+
+async def test_an_aliased_model_is_rewritten_both_ways(api, start_proxy):
+    api.add_key(K1)
+    provider = {"name": "console", "type": "anthropic", "base_url": api.origin, "keys": [K1], "models": []}
+    proxy = await start_proxy({"providers": [provider], "aliases": {"house-model": f"console,{MODEL}"}})
+    status, answer = await _post_raw(proxy, b'{"model": "house-model", "max_tokens": 64, '
+                                            b'"messages": [{"role": "user", "content": "hello"}]}')
+    assert status == 200 and answer["model"] == "house-model"
+    assert api.requests[-1].json["model"] == MODEL
+
+
 async def test_429_cools_the_key_and_the_next_serves(api, start_proxy, clock):
     api.add_key(K1, behaviour="rate_limited", resets_at=int(clock.now) + 45)
     api.add_key(K2)

@@ -1,0 +1,86 @@
+"""Log lines: ClewdR's format, INFO flushed in batches off the loop, warnings at once."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+
+import pytest
+
+from clewdr_lite import logs
+
+
+class Sink(io.StringIO):
+    """A non-terminal stream that counts its flushes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+@pytest.fixture
+def logger():
+    sink = Sink()
+    handler = logs.StreamHandler(sink)
+    handler.setFormatter(logs.ClockFormatter())
+    log = logging.getLogger("clewdr_lite.test_logs")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    yield log, sink
+    log.removeHandler(handler)
+    handler.close()
+
+
+def test_lines_have_clewdrs_format(logger):
+    log, sink = logger
+    log.info("[REQ] stream: %s, msgs: %d", False, 3)
+    log.warning("cookie %s retired", "sk-…AA")
+    lines = sink.getvalue().splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO  \[REQ\] stream: False, msgs: 3", lines[0])
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} WARNING cookie sk-…AA retired", lines[1])
+
+
+def test_a_traceback_follows_its_line(logger):
+    log, sink = logger
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("handler failed")
+    text = sink.getvalue()
+    assert "ERROR handler failed\nTraceback" in text and "ValueError: boom" in text
+
+
+def test_info_is_flushed_in_one_batch_shortly_after(logger):
+    log, sink = logger
+    for n in range(50):
+        log.info("line %d", n)
+    assert sink.flushes == 0  # nothing flushed on the caller's time
+    deadline = time.monotonic() + 5
+    while sink.flushes == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.flushes == 1
+    assert sink.getvalue().count("\n") == 50
+
+
+def test_warnings_are_flushed_at_once(logger):
+    log, sink = logger
+    log.warning("now")
+    assert sink.flushes == 1
+
+
+def test_a_terminal_gets_every_line_at_once():
+    class Tty(Sink):
+        def isatty(self) -> bool:
+            return True
+    sink = Tty()
+    handler = logs.StreamHandler(sink)
+    handler.setFormatter(logs.ClockFormatter())
+    handler.handle(logging.makeLogRecord({"msg": "hello", "levelno": logging.INFO, "levelname": "INFO"}))
+    assert sink.flushes == 1 and sink.getvalue().endswith("hello\n")
