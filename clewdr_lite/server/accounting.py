@@ -16,7 +16,7 @@ from clewdr_lite.client_keys import cost
 from clewdr_lite.errors import ProxyError, anthropic_type
 from clewdr_lite.protocol.tokens import estimate_request, estimate_text
 from clewdr_lite.server.app import STATE
-from clewdr_lite.server.middleware import dialect_of
+from clewdr_lite.server.middleware import cors_headers, dialect_of
 from clewdr_lite.upstream.http import TIMING, Timing
 
 # typed request-storage keys (aiohttp ≥ 3.13 warns on plain strings; older versions lack RequestKey)
@@ -140,7 +140,13 @@ def _finished(request: web.Request, clock: Timing, status: int) -> None:
                                client_key=record.get("key_id"))
 
 
-async def headers_hook(request: web.Request, response: web.StreamResponse) -> None:
+async def response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The one response hook (each signal handler costs a coroutine per response): CORS, x-clewdr-*."""
+    cors_headers(request, response)
+    headers_hook(request, response)
+
+
+def headers_hook(request: web.Request, response: web.StreamResponse) -> None:
     """x-clewdr-overhead-ms, x-clewdr-provider, x-clewdr-attempts on proxied responses (§12.1)."""
     clock = request.get(TIMING_KEY)
     if clock is None:

@@ -286,8 +286,6 @@ preflight.auth = "public"
 
 def setup(app: web.Application) -> None:
     """Register the LLM routes of issue-2 scope (compat.md §5)."""
-    from clewdr_lite.server.middleware import cors_headers
-
     r = app.router
     for prefix in ("/v1", ""):
         r.add_post(f"{prefix}/messages", messages)
@@ -297,4 +295,3 @@ def setup(app: web.Application) -> None:
     r.add_route("HEAD", "/", head_probe)
     r.add_route("HEAD", "/code", head_probe)
     r.add_route("OPTIONS", "/{tail:(v1|code|gemini|vertex|v1beta)/.*}", preflight)
-    app.on_response_prepare.append(cors_headers)

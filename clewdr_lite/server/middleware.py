@@ -148,7 +148,7 @@ async def authenticate(request: web.Request, handler):
     raise errors.AuthError("Key/Password Invalid")
 
 
-async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """CORS on inference routes only, any origin, request headers reflected (compat.md §11)."""
     if request.path.startswith("/api/") or dialect_of(request.path) == ADMIN:
         return

@@ -116,11 +116,12 @@ else:  # pragma: no cover - Python 3.10
 class Response:
     """An upstream response whose body may still be arriving."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], reader, closer) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str], reader, closer, whole=None) -> None:
         self.status = status
         self.headers = headers
         self._reader = reader
         self._closer = closer
+        self._whole = whole  # the backend's own read-it-all, when it has one
 
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives."""
@@ -128,6 +129,8 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body."""
+        if self._whole is not None:
+            return await self._whole()
         parts = [chunk async for chunk in self._reader()]
         return b"".join(parts)
 
@@ -224,7 +227,7 @@ class AiohttpClient:
         async def closer():
             resp.close()
 
-        return Response(resp.status, resp.headers, reader, closer)
+        return Response(resp.status, resp.headers, reader, closer, resp.read)
 
     async def close(self) -> None:
         """Close the pool."""
