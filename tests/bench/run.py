@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import compileall
 import json
 import os
@@ -73,51 +74,98 @@ models = ["bench-*"]
     return path
 
 
-def measure_case(server_pid: int, port: int, case: str, seconds: float) -> dict:
+class Tally:
+    """One target's figures for one case, gathered over the interleaved rounds."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.cpu, self.requests = pid, 0.0, 0
+        self.points: dict[int, list] = {c: [] for c in CONNS}
+        self.peak = 0
+        self.after = 0.0
+
+    def add(self, conns: int, cpu: float, result: load.Load) -> None:
+        self.cpu += cpu
+        self.requests += result.requests
+        self.points[conns].append(result)
+
+    def summary(self) -> dict:
+        mid = lambda values: statistics.median(values)  # noqa: E731
+        return {"cpu_ms": self.cpu / self.requests * 1000, "requests": self.requests,
+                "conns": {c: {"rps": mid([r.rps for r in rs]), "p50_ms": mid([r.p50_ms for r in rs]),
+                              "p99_ms": mid([r.p99_ms for r in rs])} for c, rs in self.points.items()},
+                "rss_load_mib": self.peak / MIB, "rss_after_mib": self.after}
+
+
+def _point(pid: int, url: str, case: str, conns: int, seconds: float, tally: Tally) -> None:
     path, body, headers = CASES[case]
-    url = f"http://127.0.0.1:{port}{path}"
-    warm = load.run(url, body, headers, 16, min(1.0, seconds))
-    if warm.failures:
-        raise RuntimeError(f"{case}: {warm.failures} failed requests while warming up")
-    row, cpu, done = {}, 0.0, 0
-    with RssSampler(server_pid) as sampler:
-        for conns in CONNS:
-            before = cpu_seconds(server_pid)
-            result = load.run(url, body, headers, conns, seconds)
-            cpu += cpu_seconds(server_pid) - before
-            done += result.requests
-            if result.failures:
-                raise RuntimeError(f"{case} at {conns} connections: {result.failures} failures")
-            row[conns] = {"rps": result.rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms}
-    time.sleep(1.0)
-    return {"cpu_ms": cpu / done * 1000, "conns": row, "rss_load_mib": sampler.peak / MIB,
-            "rss_after_mib": rss(server_pid) / MIB, "requests": done}
+    with RssSampler(pid) as sampler:
+        before = cpu_seconds(pid)
+        result = load.run(url + path, body, headers, conns, seconds)
+        cpu = cpu_seconds(pid) - before
+    if result.failures:
+        raise RuntimeError(f"{case} at {conns} connections on {url}: {result.failures} failures")
+    tally.peak = max(tally.peak, sampler.peak)
+    tally.add(conns, cpu, result)
 
 
-def measure_server(server: Server, args, cases: list[str], api: str) -> dict:
-    starts = []
-    for _ in range(STARTS):  # start-up is noisy: the median of a few cold starts
-        time.sleep(1.0)
-        server.start(PROBE)
-        starts.append(server.startup_s)
-        if len(starts) < STARTS:
-            server.stop()
-    time.sleep(0.5)
-    out = {"startup_s": sorted(starts)[len(starts) // 2], "startups_s": starts,
-           "idle_rss_mib": rss(server.pid) / MIB, "curl_at_idle": has_module(server.pid, "curl_cffi"),
-           "cases": {}}
+def measure_cases(targets: dict, cases: list[str], args) -> dict:
+    """Every case on every target; each load point runs on the targets back to back, round after
+    round, so the machine's drift falls on all of them alike (the figures are medians and totals)."""
+    out = {name: {} for name in targets}
     for case in cases:
-        out["cases"][case] = measure_case(server.pid, server.port, case, args.seconds)
-        print(f"  {server.name:5} {case:14} {out['cases'][case]['cpu_ms']:.3f} ms CPU/request", flush=True)
+        tallies = {name: Tally(pid) for name, (pid, _) in targets.items()}
+        path, body, headers = CASES[case]
+        for name, (pid, url) in targets.items():  # warm: connections, lazy imports, caches
+            warm = load.run(url + path, body, headers, 16, 1.0)
+            if warm.failures:
+                raise RuntimeError(f"{case} on {name}: {warm.failures} failed requests while warming up")
+        for _ in range(args.rounds):
+            for conns in CONNS:
+                for name, (pid, url) in targets.items():
+                    _point(pid, url, case, conns, args.seconds, tallies[name])
+        time.sleep(1.0)
+        for name, tally in tallies.items():
+            tally.after = rss(tally.pid) / MIB
+            out[name][case] = tally.summary()
+            print(f"  {name:6} {case:14} {out[name][case]['cpu_ms']:.3f} ms CPU/request", flush=True)
+    return out
+
+
+def first_tokens(urls: dict, args) -> dict:
+    """Median time to the first streamed token per target, the requests taken in turn."""
     path, body, headers = CASES["stream 50"]
+    samples = asyncio.run(streams.first_tokens_interleaved({n: u + path for n, u in urls.items()}, body,
+                                                           headers, args.ttft_rounds))
+    return {name: statistics.median(values) * 1000 for name, values in samples.items()}
+
+
+def start_all(servers: dict) -> dict:
+    """Cold starts, taken in turn per target (median of STARTS); the last one keeps running."""
+    starts = {name: [] for name in servers}
+    for n in range(STARTS):
+        for name, server in servers.items():
+            time.sleep(1.0)
+            server.start(PROBE)
+            starts[name].append(server.startup_s)
+            if n + 1 < STARTS:
+                server.stop()
+    time.sleep(0.5)
+    return {name: {"startup_s": statistics.median(values), "startups_s": values,
+                   "idle_rss_mib": rss(servers[name].pid) / MIB,
+                   "curl_at_idle": has_module(servers[name].pid, "curl_cffi")} for name, values in starts.items()}
+
+
+def streaming_checks(server: Server, args) -> dict:
+    """Chunk-by-chunk forwarding, the 64-stream soak, then 1,000 held streams on a fresh process."""
+    path, _, headers = CASES["stream 50"]
     url = f"http://127.0.0.1:{server.port}{path}"
-    out["ttft_ms"] = asyncio.run(streams.time_to_first_token(url, body, headers, args.ttft_rounds))
+    out = {}
     paced = _messages("bench-model", "pace:10", stream=True)
     out["paced_reads"], out["paced_spread_ms"] = asyncio.run(streams.paced_reads(url, paced, headers))
     if args.soak:
         time.sleep(1.0)
         out["soak_before_mib"] = rss(server.pid) / MIB
-        soak = load.run(url, body, headers, 64, args.soak)
+        soak = load.run(url, CASES["stream 50"][1], headers, 64, args.soak)
         time.sleep(2.0)
         out["soak_after_mib"] = rss(server.pid) / MIB
         out["soak_requests"], out["soak_failures"] = soak.requests, soak.failures
@@ -129,14 +177,6 @@ def measure_server(server: Server, args, cases: list[str], api: str) -> dict:
                                             headers, args.streams, 4))
     out["held"] = {"opened": held.opened, "rss_mib": held.rss_mib, "failures": held.failures,
                    "kib_per_stream": held.slope_kib(), "r2": held.r_squared()}
-    return out
-
-
-def direct(api_pid: int, api: str, args) -> dict:
-    port = int(api.rsplit(":", 1)[1])
-    out = {"cases": {"direct": measure_case(api_pid, port, "direct", args.seconds)}}
-    path, body, headers = CASES["stream 50"]
-    out["ttft_ms"] = asyncio.run(streams.time_to_first_token(f"{api}{path}", body, headers, args.ttft_rounds))
     return out
 
 
@@ -234,11 +274,11 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=1000, help="streams held open at once")
     parser.add_argument("--ttft-rounds", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="2 s load points, 10 s soak")
-    parser.add_argument("--only", choices=("proxy", "relay"), help="measure one target (no ratios)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per load point")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.soak, args.ttft_rounds = 2.0, min(args.soak, 10.0), 100
+        args.seconds, args.soak, args.ttft_rounds, args.rounds = 2.0, min(args.soak, 10.0), 100, 1
     # pip compiles bytecode when it installs; a checkout run under PYTHONDONTWRITEBYTECODE would
     # otherwise compile every module at every start and add that to start-up
     for folder in ("clewdr_lite", "tests/fakes", "tests/bench"):
@@ -254,27 +294,33 @@ def main() -> int:
         api = origins["api"]
         config = proxy_config(folder, api, origins["web"])
         print(f"machine: {machine()}\nfigures in {folder}", flush=True)
-        results = {"machine": machine(), "direct": direct(upstream.pid, api, args)}
-        targets = {"relay": lambda port: python(str(ROOT / "tests/bench/relay.py"), str(port), api),
-                   "proxy": lambda port: python("-m", "clewdr_lite", "-c", str(config), "--host", "127.0.0.1",
-                                                "--port", str(port))}
-        for name, argv in targets.items():
-            if args.only and name != args.only:
-                continue
+        results = {"machine": machine()}
+        argv = {"relay": lambda port: python(str(ROOT / "tests/bench/relay.py"), str(port), api),
+                "proxy": lambda port: python("-m", "clewdr_lite", "-c", str(config), "--host", "127.0.0.1",
+                                             "--port", str(port))}
+        servers = {}
+        for name, make in argv.items():
             port = free_port()
-            server = Server(name, argv(port), port, log=folder / f"{name}.log", cwd=ROOT)
-            try:
-                results[name] = measure_server(server, args, [c for c in CASES if c != "direct"], api)
-            finally:
+            servers[name] = Server(name, make(port), port, log=folder / f"{name}.log", cwd=ROOT)
+        try:
+            results.update(start_all(servers))
+            results["direct"] = {"cases": measure_cases({"direct": (upstream.pid, api)}, ["direct"], args)["direct"]}
+            urls = {name: f"http://127.0.0.1:{server.port}" for name, server in servers.items()}
+            measured = measure_cases({name: (servers[name].pid, url) for name, url in urls.items()},
+                                     [c for c in CASES if c != "direct"], args)
+            ttft = first_tokens({"direct": api, **urls}, args)
+            results["direct"]["ttft_ms"] = ttft["direct"]
+            for name, server in servers.items():
+                results[name].update(cases=measured[name], ttft_ms=ttft[name])
+                results[name].update(streaming_checks(server, args))
+        finally:
+            for server in servers.values():
                 server.stop()
     finally:
         upstream.terminate()
         upstream.wait()
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    if args.only:
-        print(json.dumps(results, indent=1))
-        return 0
     print("\n" + table(results) + "\n\n" + servers_table(results) + "\n")
     checks = budgets(results, args)
     for name, ok, figure in checks:

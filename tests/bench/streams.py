@@ -25,13 +25,22 @@ async def _first_token(session: aiohttp.ClientSession, url: str, body: bytes, he
         return first
 
 
-async def time_to_first_token(url: str, body: bytes, headers: dict, rounds: int) -> float:
-    """Median ms from sending a streaming request to the first text delta arriving."""
-    async with aiohttp.ClientSession() as session:
-        for _ in range(20):  # warm the connections and the server's lazy imports
-            await _first_token(session, url, body, headers)
-        samples = [await _first_token(session, url, body, headers) for _ in range(rounds)]
-    return statistics.median(samples) * 1000
+async def first_tokens_interleaved(urls: dict, body: bytes, headers: dict, rounds: int) -> dict:
+    """Seconds from sending a streaming request to its first text delta, per target; the targets
+    take turns request by request, so a busy moment of the machine falls on all of them."""
+    sessions = {name: aiohttp.ClientSession() for name in urls}
+    samples: dict = {name: [] for name in urls}
+    try:
+        for name, url in urls.items():
+            for _ in range(20):  # warm the connections and the server's lazy imports
+                await _first_token(sessions[name], url, body, headers)
+        for _ in range(rounds):
+            for name, url in urls.items():
+                samples[name].append(await _first_token(sessions[name], url, body, headers))
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return samples
 
 
 async def paced_reads(url: str, body: bytes, headers: dict) -> tuple[int, float]:
