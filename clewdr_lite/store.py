@@ -202,16 +202,32 @@ def _open_reader(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
-_READY = {"text": str, "int": int, "real": float}  # a value of exactly this type is stored as it is
+# per column, the value types stored as they are (None becomes the column's fallback)
+_READY = tuple(frozenset({{"text": str, "int": int, "real": float}[kind], type(None)}) for _, kind, _ in COLUMNS)
+_FALLBACKS = tuple(fallback for _, _, fallback in COLUMNS)
+_REAL = tuple(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "real")
+_INT = tuple(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "int")
+INT_RANGE = range(-(2 ** 63), 2 ** 63)  # SQLite's INTEGER
+
+
+def row_values(record: dict) -> tuple:
+    """A log row's values in column order, each as its column's type (see _coerce).
+
+    Rows the proxy makes are already typed, so one pass of type checks usually settles it and
+    only an odd row pays for coercing value by value.
+    """
+    row = tuple(map(record.get, NAMES))
+    if all(type(v) in ready for v, ready in zip(row, _READY)) and \
+            all(row[i] is None or math.isfinite(row[i]) for i in _REAL) and \
+            all(row[i] is None or row[i] in INT_RANGE for i in _INT):
+        return tuple(f if v is None else v for v, f in zip(row, _FALLBACKS)) if None in row else row
+    return tuple(_coerce(v, kind, fallback) for v, (_, kind, fallback) in zip(row, COLUMNS))
 
 
 def _coerce(value: Any, kind: str, fallback: Any) -> Any:
     """The value as its column's type; anything unusable becomes the fallback."""
     if value is None:
         return fallback
-    if type(value) is _READY[kind] and (kind != "real" or math.isfinite(value)) and \
-            (kind != "int" or -(2 ** 63) <= value < 2 ** 63):
-        return value
     if kind == "text":
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     try:
@@ -334,8 +350,10 @@ class Store:
 
     def _bodies_of(self, row: dict) -> tuple | None:
         """The row's bodies when `bodies` allows keeping them (§11.4), else None."""
+        if self._bodies == "off":
+            return None
         bodies = tuple(row.get(name) for name in BODY_FIELDS)
-        if self._bodies == "off" or bodies == (None, None):
+        if bodies == (None, None):
             return None
         status = row.get("status")
         failed = (isinstance(status, int) and status >= 400) or row.get("error_type") is not None
@@ -464,7 +482,7 @@ class Store:
         """Coerced log rows, kept bodies (row number first) and the batch's spend upserts."""
         rows, bodies, spend = [], [], {}
         for number, (_seq, record, kept) in enumerate(items, 1):
-            row = tuple(_coerce(record.get(name), kind, fallback) for name, kind, fallback in COLUMNS)
+            row = row_values(record)
             rows.append(row)
             if kept:
                 bodies.append((number, row[AT["request_id"]],
