@@ -262,7 +262,9 @@ class CurlClient:
                       impersonate: bool = True, headers_timeout: float | None = None) -> Response:
         """Send a request; returns once the status line and headers are in."""
         from curl_cffi.requests.exceptions import RequestException
-        kwargs = dict(headers=dict(headers or {}), allow_redirects=False, stream=True,
+        # a body wanted whole is read by curl in one go: no per-chunk queue and task (curl_cffi's
+        # streaming machinery costs more CPU than the request itself on small answers)
+        kwargs = dict(headers=dict(headers or {}), allow_redirects=False, stream=stream,
                       timeout=(CONNECT_TIMEOUT, IDLE_TIMEOUT), proxy=self.proxy,
                       impersonate="chrome" if impersonate else None)
         if files:
@@ -281,6 +283,17 @@ class CurlClient:
         finally:
             if clock:
                 clock.answered(started)
+
+        if not stream:
+            async def whole():
+                return resp.content
+
+            async def reader():
+                yield resp.content
+
+            async def closer():
+                return None
+            return Response(resp.status_code, resp.headers, reader, closer, whole)
 
         async def reader():
             try:
