@@ -192,13 +192,23 @@ class ConfigFile:
         self._no_fs = no_fs
         self._clock = clock
         self._lock = threading.Lock()
-        self._doc = tomlkit.parse(DEFAULT_TOML)
+        self._document: tomlkit.TOMLDocument | None = None  # parsed by load(); the template until then
         self._seen: tuple[tuple | None, bytes | None] = (None, None)  # (stat, bytes) last read/written
         self._pending: list[tuple[str, object]] = []  # edits made in memory, not yet on disk
         self._env_locked: frozenset[str] = frozenset()
         self._writes = self._errors = 0
         self._write_ms = 0.0
         self._last_write_ts = 0
+
+    @property
+    def _doc(self) -> tomlkit.TOMLDocument:
+        if self._document is None:  # the commented template costs tens of ms to parse: only if used
+            self._document = tomlkit.parse(DEFAULT_TOML)
+        return self._document
+
+    @_doc.setter
+    def _doc(self, doc: tomlkit.TOMLDocument) -> None:
+        self._document = doc
 
     @property
     def no_fs(self) -> bool:

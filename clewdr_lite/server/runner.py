@@ -17,6 +17,14 @@ from clewdr_lite import __version__
 
 log = logging.getLogger("clewdr_lite")
 SHUTDOWN_GRACE_S = 10.0
+FREEZE_AFTER_S = 1.0  # off the path of the first requests
+
+
+def _freeze() -> None:
+    """What is alive once start-up is over lives as long as the process: keep it out of every
+    cyclic-GC pass (each would otherwise walk all of it again)."""
+    gc.collect()
+    gc.freeze()
 
 
 def lan_addresses() -> list[str]:
@@ -84,11 +92,9 @@ async def _serve(config, file, path: Path, host: str, port: int, *, show: bool) 
         await runner.cleanup()
         return 1
     print(banner(config, path, host, port, show=show, backend=app[STATE].http_backend), flush=True)
-    # everything alive now lives as long as the process: keep it out of every cyclic-GC pass
-    gc.collect()
-    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.call_later(FREEZE_AFTER_S, _freeze)
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)

@@ -92,13 +92,17 @@ def system_cas_present() -> bool:
     return any(p and os.path.exists(p) for p in (paths.cafile, paths.capath))
 
 
+_CAFILE_AT_IMPORT = os.environ.get("SSL_CERT_FILE")  # what aiohttp's default context was built with
+
+
 def ssl_context() -> ssl.SSLContext | bool:
-    """How outbound TLS is verified: SSL_CERT_FILE when set; else the system store, which aiohttp has
-    loaded already (True: its default context, nothing parsed twice); else certifi's CA file."""
+    """How outbound TLS is verified: the store aiohttp's default context loaded already (True:
+    nothing parsed twice; OpenSSL itself honours SSL_CERT_FILE); a SSL_CERT_FILE set since; else
+    certifi's CA file (a binary may have no system store)."""
     cafile = os.environ.get("SSL_CERT_FILE")
+    if cafile == _CAFILE_AT_IMPORT and system_cas_present():
+        return True
     if not cafile:
-        if system_cas_present():
-            return True
         import certifi
         cafile = certifi.where()
     return ssl.create_default_context(cafile=cafile)
