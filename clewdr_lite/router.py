@@ -26,6 +26,7 @@ from clewdr_lite.providers import Provider
 
 MAX_ALIAS_DEPTH = 3  # alias substitutions per name (gateway.md §3.2)
 GLOB_CHARS = "*?["
+ROUTES_CACHED = 512  # resolved names kept per config (clients may send any model name)
 
 Target = Union[str, list]
 Scenario = Callable[[str, str], Union[Target, None]]
@@ -68,20 +69,31 @@ def resolve(model: str, *, route_kind: str, bound: str | None, providers: tuple[
     upstream model lists) to the `models` entries and aliases. `rand` in [0, 1) draws a group's
     first choice by provider weight (gateway.md §5.2).
     """
-    by_name, ordered, casing = _tables(providers, aliases, tuple(known))
+    by_name, ordered, casing, routes = _tables(providers, aliases, tuple(known))
+    key = (model, route_kind, bound, default)
+    if scenario is None:  # without a scenario hook the answer depends on the config alone
+        hit = routes.get(key)
+        if hit is not None:
+            return hit
     ctx = _Context(by_name, ordered, aliases, casing, route_kind, bound, default, scenario)
     pairs, via, group = _name(ctx, model, (), scenario_ok=True)
     pairs = _usable(ctx, pairs, model)
     if group:
         pairs = _rank(ctx, pairs, rand)
-    return Route(pairs[0][0], pairs[0][1], tuple(pairs), via)
+    route = Route(pairs[0][0], pairs[0][1], tuple(pairs), via)
+    if scenario is None and not group:  # a group's first choice is drawn afresh each time
+        if len(routes) >= ROUTES_CACHED:
+            routes.clear()
+        routes[key] = route
+    return route
 
 
 _TABLES: dict = {}  # (id(providers), id(aliases), known) → (providers, aliases, tables); holds both alive
 
 
 def _tables(providers: tuple, aliases: dict, known: tuple) -> tuple:
-    """By-name map, priority order and casing of a provider set: built once per config, not per request.
+    """By-name map, priority order, casing and resolved routes of a provider set: built once per
+    config, not per request.
 
     Providers are frozen and a config change brings new objects, so identity is the cache key; the
     entry keeps its objects alive, so an id cannot be reused while it is cached.
@@ -91,7 +103,7 @@ def _tables(providers: tuple, aliases: dict, known: tuple) -> tuple:
     if hit is not None and hit[0] is providers and hit[1] is aliases:
         return hit[2]
     ordered = tuple(sorted((p for p in providers if p.enabled), key=lambda p: p.priority))  # stable
-    tables = ({p.name.lower(): p for p in providers}, ordered, _casing(providers, aliases, known))
+    tables = ({p.name.lower(): p for p in providers}, ordered, _casing(providers, aliases, known), {})
     if len(_TABLES) >= 64:
         _TABLES.clear()
     _TABLES[key] = (providers, aliases, tables)

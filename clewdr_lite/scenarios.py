@@ -60,6 +60,8 @@ def _target(value) -> Target | None:
 
 def router_enabled(router: Mapping | None, dialect: str) -> bool:
     """True when `default` is set and `dialect` is in `apply_to` (default: anthropic only)."""
+    if not router:  # no [router] table: the common case, answered before any parsing
+        return False
     table = router_keys(router)
     apply_to = table.get("apply_to", DEFAULT_APPLY_TO)
     if isinstance(apply_to, str):

@@ -341,3 +341,30 @@ def test_the_shipped_aliases_pass_except_the_broken_ones():
         "aliases.junk: expected a model name or an array of model names",
         "aliases.empty: expected a model name or an array of model names",
     ]
+
+
+# ---------------------------------------------------------------- the per-config route cache
+
+
+def test_a_resolved_name_is_kept_per_config_route_kind_and_bound():
+    first = route("llama3-70b")
+    assert route("llama3-70b") is first                           # served from the cache
+    assert route("llama3-70b", kind="openai") == first and route("llama3-70b", kind="openai") is not first
+    assert route("llama3-70b", bound="ollama").via == "bound"      # a bound route is its own entry
+    assert route("llama3-70b").via == "models"
+    changed = build({"name": "ollama", "preset": "ollama", "models": ["llama3*"]})
+    assert route("llama3-70b", providers=changed).candidates == (("ollama", "llama3-70b"),)  # a new config
+    assert route("llama3-70b").candidates == first.candidates
+
+
+def test_the_route_cache_is_bounded_and_skips_scenarios():
+    from clewdr_lite import router
+    for number in range(router.ROUTES_CACHED + 5):
+        route(f"free-model-{number}")
+    by_name, _, _, routes = router._tables(PROVIDERS, ALIASES, ())
+    assert 0 < len(routes) <= router.ROUTES_CACHED
+    calls = []
+    hook = lambda model, kind: calls.append(model) or "deepseek/deepseek-chat"  # noqa: E731
+    assert route("llama3-70b", scenario=hook).provider == "deepseek"
+    assert route("llama3-70b", scenario=hook).provider == "deepseek"
+    assert calls == ["llama3-70b", "llama3-70b"]                   # asked every time
