@@ -1,0 +1,365 @@
+"""The lean HTTP/1.1 client (upstream/wire.py) through AiohttpClient, against a scripted raw server.
+
+The server is a plain asyncio server on 127.0.0.1 that answers each request with bytes a test
+chooses, so framing (length, chunked, until close), keep-alive, stale pooled connections, interim
+answers, compression and broken answers are all exercised byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+import subprocess
+import zlib
+
+import aiohttp
+import pytest
+
+from clewdr_lite.upstream import http, wire
+
+
+class Raw:
+    """A scripted HTTP server: `answer(head, body)` → bytes (or a list of byte pieces)."""
+
+    def __init__(self, answer, *, close_after: bool = False, delay: float = 0.0) -> None:
+        self.answer, self.close_after, self.delay = answer, close_after, delay
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.connections = 0
+        self.writers: list = []
+        self.tasks: list = []
+
+    async def start(self, ssl_ctx=None) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_ctx)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if ssl_ctx else 'http'}://127.0.0.1:{port}"
+
+    async def _serve(self, reader, writer):
+        self.connections += 1
+        self.writers.append(writer)
+        self.tasks.append(asyncio.current_task())
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length) if length else b""
+                self.requests.append((head, body))
+                out = self.answer(head, body)
+                for piece in out if isinstance(out, list) else [out]:
+                    writer.write(piece)
+                    await writer.drain()
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self):
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+
+def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        len(body), extra, body)
+
+
+def chunked(*pieces: bytes, trailer: bytes = b"") -> bytes:
+    out = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for piece in pieces:
+        out += b"%x;ext=1\r\n%s\r\n" % (len(piece), piece)
+    return out + b"0\r\n" + trailer + b"\r\n"
+
+
+async def serve(answer, **kw):
+    server = Raw(answer, **kw)
+    return server, await server.start()
+
+
+async def test_content_length_answer_and_keep_alive_reuse():
+    server, base = await serve(lambda head, body: ok(b'{"echo":%d}' % len(body)))
+    client = http.AiohttpClient()
+    try:
+        for n in range(5):
+            resp = await client.request("POST", base + "/v1/messages?beta=true", headers={"x-api-key": "k"},
+                                        data=b"x" * n)
+            assert resp.status == 200 and resp.headers["content-type"] == "application/json"
+            assert await resp.json() == {"echo": n}
+        assert server.connections == 1                       # one pooled connection served all five
+        head = server.requests[0][0].decode()
+        assert head.startswith("POST /v1/messages?beta=true HTTP/1.1\r\n")
+        assert f"Host: 127.0.0.1:{base.rsplit(':', 1)[1]}\r\n" in head and "x-api-key: k\r\n" in head
+        assert "Content-Length: 0\r\n" in head and "Accept-Encoding: gzip, deflate\r\n" in head
+    finally:
+        await client.close()
+        await server.stop()
+
+
+@pytest.mark.parametrize("split", [1, 3, 7, 64])
+async def test_chunked_answers_split_anywhere(split):
+    whole = chunked(b"event: a\n\n", b"data: " + b"z" * 100 + b"\n\n", b"!", trailer=b"X-T: 1\r\n")
+    server, base = await serve(lambda head, body: [whole[i:i + split] for i in range(0, len(whole), split)])
+    client = http.AiohttpClient()
+    try:
+        for _ in range(2):  # the second request proves the connection was left clean
+            resp = await client.request("POST", base + "/s", json={"a": 1}, stream=True)
+            pieces = [p async for p in resp.chunks()]
+            assert b"".join(pieces) == b"event: a\n\n" + b"data: " + b"z" * 100 + b"\n\n" + b"!"
+            await resp.close()
+        assert server.connections == 1
+        assert server.requests[0][1] == b'{"a":1}'
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_pieces_arrive_as_sent_not_buffered():
+    gate = asyncio.Event()
+
+    async def slow(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await gate.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    client = http.AiohttpClient()
+    try:
+        resp = await client.request("GET", f"http://127.0.0.1:{port}/", stream=True)
+        pieces = resp.chunks()
+        assert await pieces.__anext__() == b"first"           # before the server sent the rest
+        gate.set()
+        assert await pieces.__anext__() == b"second"
+    finally:
+        await client.close()
+        srv.close()
+
+
+async def test_until_close_gzip_deflate_and_interim_answers():
+    text = b"hello " * 200
+    answers = iter([
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gzip.compress(text))
+        + gzip.compress(text),
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n" % len(zlib.compress(text))
+        + zlib.compress(text),
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+    ])
+    server, base = await serve(lambda head, body: next(answers))
+    client = http.AiohttpClient()
+    try:
+        assert await (await client.request("GET", base + "/")).read() == b"hi"
+        assert await (await client.request("GET", base + "/")).read() == text
+        assert await (await client.request("GET", base + "/")).read() == text
+        server.close_after = True
+        assert await (await client.request("GET", base + "/")).read() == b"until the end"
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_no_body_answers_and_connection_close():
+    answers = iter([b"HTTP/1.1 204 No Content\r\n\r\n",
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",  # HEAD: a length, no body
+                    ok(b"bye", b"Connection: close\r\n"),
+                    ok(b"again")])
+    server, base = await serve(lambda head, body: next(answers))
+    client = http.AiohttpClient()
+    try:
+        assert (await client.request("DELETE", base + "/x")).status == 204
+        resp = await client.request("HEAD", base + "/x")
+        assert resp.status == 200 and await resp.read() == b""
+        assert await (await client.request("GET", base + "/x")).read() == b"bye"
+        assert await (await client.request("GET", base + "/x")).read() == b"again"
+        assert server.connections == 2                       # "Connection: close" was honoured
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_a_pooled_connection_closed_by_the_server_is_replaced_once():
+    server, base = await serve(lambda head, body: ok(), close_after=True)  # closes after each answer
+    client = http.AiohttpClient()
+    try:
+        for _ in range(3):
+            assert (await client.request("POST", base + "/", data=b"{}")).status == 200
+            await asyncio.sleep(0.05)                           # the close reaches us while idle
+        assert server.connections == 3 and len(server.requests) == 3
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_a_server_that_drops_a_reused_connection_mid_request_is_retried_on_a_new_one():
+    seen = []
+
+    async def flaky(reader, writer):
+        seen.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(ok())                                      # the first request is answered
+        await writer.drain()
+        if len(seen) == 1:
+            await reader.readuntil(b"\r\n\r\n")                 # the second is read, then dropped
+            writer.close()
+            return
+        await reader.read(1)
+
+    srv = await asyncio.start_server(flaky, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/"
+    client = http.AiohttpClient()
+    try:
+        assert (await client.request("GET", url)).status == 200
+        assert (await client.request("GET", url)).status == 200
+        assert len(seen) == 2
+    finally:
+        await client.close()
+        srv.close()
+        for writer in seen:
+            writer.close()
+        await asyncio.sleep(0)
+
+
+async def test_errors_are_aiohttp_errors():
+    client = http.AiohttpClient()
+    try:
+        # nothing listens
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        with pytest.raises(aiohttp.ClientConnectionError, match="Cannot connect to host 127.0.0.1"):
+            await client.request("GET", f"http://127.0.0.1:{port}/")
+        with pytest.raises(ValueError, match="Newline"):
+            await client.request("GET", f"http://127.0.0.1:{port}/", headers={"x": "a\r\nInjected: 1"})
+
+        for bad in (b"SPDY/1 200 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+                    b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n"):
+            server, base = await serve(lambda head, body, bad=bad: bad)
+            with pytest.raises(wire.Malformed):
+                await client.request("GET", base + "/")
+            await server.stop()
+
+        server, base = await serve(lambda head, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+                                   close_after=True)
+        resp = await client.request("GET", base + "/")
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+        await server.stop()
+
+        server, base = await serve(lambda head, body: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        resp = await client.request("GET", base + "/", stream=True)
+        with pytest.raises(aiohttp.ClientPayloadError, match="chunk size"):
+            await resp.read()
+        await server.stop()
+
+        server, base = await serve(lambda head, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome")
+        resp = await client.request("GET", base + "/", stream=True)
+        with pytest.raises(aiohttp.ServerTimeoutError):
+            [p async for p in (await _idle(resp))]
+        await server.stop()
+        for err in (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError):
+            assert issubclass(err, http.TRANSPORT_ERRORS)
+    finally:
+        await client.close()
+
+
+async def _idle(resp):
+    """The response's chunks with a short idle deadline."""
+    original = http.IDLE_TIMEOUT
+    http.IDLE_TIMEOUT = 0.2
+    try:
+        return [p async for p in resp.chunks()]
+    finally:
+        http.IDLE_TIMEOUT = original
+
+
+async def test_headers_timeout_cancels_and_discards_the_connection():
+    server, base = await serve(lambda head, body: ok(), delay=0)
+    server.answer = lambda head, body: []                     # never answers
+    client = http.AiohttpClient()
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await client.request("GET", base + "/", headers_timeout=0.2)
+        server.answer = lambda head, body: ok()
+        assert (await client.request("GET", base + "/")).status == 200
+        assert server.connections == 2                        # the stuck one was not pooled
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_a_slow_reader_pauses_the_socket_and_gets_every_byte():
+    big = b"y" * (wire.HIGH_WATER * 4)
+    server, base = await serve(lambda head, body: ok(big))
+    client = http.AiohttpClient()
+    try:
+        resp = await client.request("GET", base + "/", stream=True)
+        got = bytearray()
+        async for piece in resp.chunks():
+            got += piece
+            await asyncio.sleep(0.001)
+        assert bytes(got) == big
+        assert (await client.request("GET", base + "/")).status == 200
+        assert server.connections == 1
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_abandoning_a_stream_closes_its_connection():
+    server, base = await serve(lambda head, body: chunked(b"a", b"b") if b"/ok" in head
+                               else b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n")
+    client = http.AiohttpClient()
+    try:
+        resp = await client.request("GET", base + "/open", stream=True)
+        assert await resp.chunks().__anext__() == b"a"
+        await resp.close()                                     # the rest never comes: not pooled
+        resp = await client.request("GET", base + "/ok", stream=True)
+        assert await resp.read() == b"ab"
+        assert server.connections == 2
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_https_with_the_configured_ca(tmp_path, monkeypatch):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server = Raw(lambda head, body: ok(b"secure"))
+    base = await server.start(server_ctx)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))             # as a user with a private CA would
+    client = http.AiohttpClient()
+    try:
+        assert await (await client.request("GET", base + "/")).read() == b"secure"
+        assert await (await client.request("GET", base + "/")).read() == b"secure"
+        assert server.connections == 1
+    finally:
+        await client.close()
+        await server.stop()
+    monkeypatch.delenv("SSL_CERT_FILE")
+    strict = http.AiohttpClient()
+    server = Raw(lambda head, body: ok(b"secure"))
+    base = await server.start(server_ctx)
+    try:
+        with pytest.raises(aiohttp.ClientConnectionError, match="ssl:True"):
+            await strict.request("GET", base + "/")             # self-signed: refused by default
+    finally:
+        await strict.close()
+        await server.stop()
