@@ -363,3 +363,17 @@ async def test_https_with_the_configured_ca(tmp_path, monkeypatch):
     finally:
         await strict.close()
         await server.stop()
+
+
+async def test_what_arrived_meanwhile_is_read_as_one_piece():
+    events = [b"data: %d\n\n" % n for n in range(50)]
+    server, base = await serve(lambda head, body: chunked(*events))
+    client = http.AiohttpClient()
+    try:
+        resp = await client.request("POST", base + "/", data=b"{}", stream=True)
+        await asyncio.sleep(0.05)                               # all 50 chunks are in by now
+        pieces = [p async for p in resp.chunks()]
+        assert pieces == [b"".join(events)]                     # one write downstream, not 50
+    finally:
+        await client.close()
+        await server.stop()
