@@ -17,7 +17,7 @@ import sys
 import time
 import zlib
 from collections import deque
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -28,6 +28,7 @@ HIGH_WATER = 256 * 1024   # unread body bytes that pause reading from the socket
 DEFAULTS = (("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate"),
             ("User-Agent", f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{aiohttp.__version__}"))
 _NO_BODY = (204, 304)
+SAFE_IN_TARGET = "/?&=%:@!$'()*+,;-._~"  # what stays as it is in a request target
 
 
 class _Conn(asyncio.Protocol):
@@ -373,6 +374,8 @@ class LeanClient:
         port = parts.port or (443 if scheme == "https" else 80)
         default_port = port == (443 if scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not target.isascii() or " " in target or '"' in target:  # as yarl would send it
+            target = quote(target, safe=SAFE_IN_TARGET)
         host_header = (f"[{host}]" if ":" in host else host) + ("" if default_port else f":{port}")
         given = {k.lower() for k in headers} if headers else set()
         lines = [f"{method} {target} HTTP/1.1\r\n"]

@@ -377,3 +377,14 @@ async def test_what_arrived_meanwhile_is_read_as_one_piece():
     finally:
         await client.close()
         await server.stop()
+
+
+async def test_a_target_with_spaces_or_non_ascii_is_percent_encoded():
+    server, base = await serve(lambda head, body: ok())
+    client = http.AiohttpClient()
+    try:
+        await client.request("GET", base + "/v1/models/my model é?q=a b&x=%20")
+        assert server.requests[0][0].startswith(b"GET /v1/models/my%20model%20%C3%A9?q=a%20b&x=%20 HTTP/1.1\r\n")
+    finally:
+        await client.close()
+        await server.stop()
