@@ -22,6 +22,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from clewdr_lite.upstream.http import within
+
 IDLE_KEEP_S = 15.0        # an idle pooled connection older than this is closed, not reused
 IDLE_PER_ORIGIN = 64      # idle connections kept per origin
 HIGH_WATER = 256 * 1024   # unread body bytes that pause reading from the socket
@@ -278,7 +280,7 @@ class _Body:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await _within(self._waiter, idle_timeout)
+                await within(self._waiter, idle_timeout)
             except asyncio.TimeoutError:
                 self.abort()
                 raise aiohttp.ServerTimeoutError("Timeout on reading data from socket") from None
@@ -303,14 +305,6 @@ class _Body:
             self.conn.closed = True
             self.conn._mode = "done"
             self.conn.transport.close()
-
-
-if hasattr(asyncio, "timeout"):  # 3.11+: a deadline on the running task, no task per wait
-    async def _within(awaitable, seconds: float):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-else:  # pragma: no cover - Python 3.10
-    _within = asyncio.wait_for
 
 
 class LeanClient:
@@ -354,7 +348,7 @@ class LeanClient:
         loop = asyncio.get_running_loop()
         tls = self._tls() if scheme == "https" else None
         try:
-            _, conn = await _within(loop.create_connection(_Conn, host, port, ssl=tls,
+            _, conn = await within(loop.create_connection(_Conn, host, port, ssl=tls,
                                                            server_hostname=host if tls else None),
                                     self._connect_timeout)
         except asyncio.TimeoutError:
