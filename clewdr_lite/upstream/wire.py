@@ -207,8 +207,11 @@ class _Conn(asyncio.Protocol):
         if self._buf or not self._keep:  # bytes past the answer, or no keep-alive: not reusable
             self.transport.close()
             self.closed = True
-        else:
-            self.client._release(self)
+            return
+        if self._body.paused:  # the answer is whole: the next one must be read at once
+            self._body.paused = False
+            self.transport.resume_reading()
+        self.client._release(self)
 
 
 class Malformed(aiohttp.ClientConnectionError):
@@ -229,7 +232,7 @@ class _Body:
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future | None = None
-        self._paused = False
+        self.paused = False
         self._inflate = (zlib.decompressobj(wbits=47) if encoding in ("gzip", "x-gzip", "deflate")
                          else None)
         self._raw_deflate = encoding == "deflate"
@@ -249,8 +252,8 @@ class _Body:
                 return
         self._pieces.append(data)
         self._size += len(data)
-        if self._size > HIGH_WATER and not self._paused and not self.conn.closed:
-            self._paused = True
+        if self._size > HIGH_WATER and not self.paused and not self.conn.closed:
+            self.paused = True
             self.conn.transport.pause_reading()
         self._wake()
 
@@ -291,8 +294,8 @@ class _Body:
         pieces = self._pieces
         piece = pieces.popleft() if len(pieces) == 1 else b"".join([pieces.popleft() for _ in range(len(pieces))])
         self._size -= len(piece)
-        if self._paused and self._size <= HIGH_WATER // 4 and not self.conn.closed:
-            self._paused = False
+        if self.paused and self._size <= HIGH_WATER // 4 and not self.conn.closed:
+            self.paused = False
             self.conn.transport.resume_reading()
         return piece
 
@@ -339,7 +342,7 @@ class LeanClient:
         now = time.monotonic()
         while idle:
             conn = idle.pop()  # the most recent: the least likely to have been closed by the server
-            if not conn.closed and now - conn.used < IDLE_KEEP_S:
+            if not conn.closed and not conn.transport.is_closing() and now - conn.used < IDLE_KEEP_S:
                 return conn
             conn.transport.close()
         return None

@@ -388,3 +388,21 @@ async def test_a_target_with_spaces_or_non_ascii_is_percent_encoded():
     finally:
         await client.close()
         await server.stop()
+
+
+async def test_an_answer_completed_while_reading_is_paused_leaves_a_usable_connection():
+    big = b"q" * (wire.HIGH_WATER + 100)
+    whole = ok(big)
+    # the last 200 bytes come later: they push the unread body over the high-water mark (reading
+    # pauses) and complete the answer in the same read, so the connection goes back to the pool
+    server, base = await serve(lambda head, body: [whole[:-200], whole[-200:]], delay=0.05)
+    client = http.AiohttpClient()
+    try:
+        first = await client.request("GET", base + "/", stream=True)
+        await asyncio.sleep(0.2)                                # all of it in, nothing read yet
+        second = await client.request("GET", base + "/", headers_timeout=2)
+        assert await second.read() == big and await first.read() == big
+        assert server.connections == 1
+    finally:
+        await client.close()
+        await server.stop()
