@@ -12,12 +12,13 @@ handle both clients alike. `AiohttpClient` sends everything else (a proxy, multi
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import sys
 import time
 import zlib
 from collections import deque
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -376,6 +377,9 @@ class LeanClient:
         host_header = (f"[{host}]" if ":" in host else host) + ("" if default_port else f":{port}")
         given = {k.lower() for k in headers} if headers else set()
         lines = [f"{method} {target} HTTP/1.1\r\n"]
+        if parts.username is not None and "authorization" not in given:  # http://user:pass@host/
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            lines.append(f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n")
         if "host" not in given:
             lines.append(f"Host: {host_header}\r\n")
         for name, value in DEFAULTS:

@@ -406,3 +406,16 @@ async def test_an_answer_completed_while_reading_is_paused_leaves_a_usable_conne
     finally:
         await client.close()
         await server.stop()
+
+
+async def test_credentials_in_the_url_become_basic_auth():
+    server, base = await serve(lambda head, body: ok())
+    client = http.AiohttpClient()
+    try:
+        await client.request("GET", base.replace("://", "://user:p%40ss@") + "/api/tags")
+        head = server.requests[0][0].decode()
+        assert "Authorization: Basic dXNlcjpwQHNz\r\n" in head            # user:p@ss
+        assert "user" not in head.split("\r\n")[0] and "Host: 127.0.0.1:" in head
+    finally:
+        await client.close()
+        await server.stop()
