@@ -85,7 +85,7 @@ def setup_logging(config, log_dir: Path | None) -> None:
     level = getattr(logging, str(config.log_level).upper(), logging.INFO)
     logs.lean_records()
     fmt = logs.ClockFormatter()
-    handlers = [logs.StreamHandler(sys.stdout)]
+    handlers = [logs.StreamHandler(logs.console(sys.stdout))]
     if config.log_to_file and not config.no_fs and log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         handlers.append(logs.file_handler(log_dir / "clewdr.log"))

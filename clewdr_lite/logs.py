@@ -8,6 +8,7 @@ lines in one write); WARNING and worse, and anything to a terminal, are flushed 
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -68,7 +69,10 @@ class _Flusher:
             with self._cond:
                 handlers, self._waiting = self._waiting, set()
             for handler in handlers:
-                handler.flush_now()
+                try:
+                    handler.flush_now()
+                except (OSError, ValueError):  # closed meanwhile (shutdown): nothing left to write
+                    pass
 
 
 FLUSHER = _Flusher()
@@ -111,6 +115,30 @@ def _is_tty(handler) -> bool:
 
 class StreamHandler(LazyFlush, logging.StreamHandler):
     """Console lines."""
+
+
+def console(stream):
+    """`stream` itself on a terminal; else a buffered text stream on its file descriptor.
+
+    PYTHONUNBUFFERED (set by many service units and container images) makes sys.stdout write
+    each line with its own system call on the event loop; the lines to a file or pipe are
+    batched here whatever it says. A stream without a descriptor (a test's capture) is kept.
+    """
+    try:
+        fd = stream.fileno()
+        if stream.isatty():
+            return stream
+    except (AttributeError, ValueError, OSError):
+        return stream
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(io.BufferedWriter(raw, 65536), encoding=getattr(stream, "encoding", None) or "utf-8",
+                            errors="backslashreplace", newline=None, write_through=False)
+
+
+def flush_all() -> None:
+    """Write out every waiting line now (before something else writes to the same descriptor)."""
+    for handler in logging.getLogger().handlers:
+        (handler.flush_now if isinstance(handler, LazyFlush) else handler.flush)()
 
 
 def file_handler(path):

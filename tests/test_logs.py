@@ -84,3 +84,42 @@ def test_a_terminal_gets_every_line_at_once():
     handler.setFormatter(logs.ClockFormatter())
     handler.handle(logging.makeLogRecord({"msg": "hello", "levelno": logging.INFO, "levelname": "INFO"}))
     assert sink.flushes == 1 and sink.getvalue().endswith("hello\n")
+
+
+def _write_calls() -> int:
+    """write(2)-family system calls made by this process so far (Linux)."""
+    with open("/proc/self/io") as io_file:
+        return int(next(line for line in io_file if line.startswith("syscw:")).split()[1])
+
+
+def test_console_lines_to_a_file_are_batched_whatever_the_stream_buffering(tmp_path):
+    # PYTHONUNBUFFERED gives sys.stdout no buffer: buffering=0 stands for it here
+    raw = open(tmp_path / "out.log", "wb", buffering=0)
+    unbuffered = io.TextIOWrapper(raw, write_through=True)
+    stream = logs.console(unbuffered)
+    handler = logs.StreamHandler(stream)
+    handler.setFormatter(logs.ClockFormatter())
+    log = logging.getLogger("console-test")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        before = _write_calls()
+        for n in range(50):
+            log.info("line %d", n)
+        logged = _write_calls()
+        handler.flush_now()
+        flushed = _write_calls()
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        stream.close()
+        unbuffered.close()
+    assert logged - before == 0 and flushed - logged == 1      # 50 lines, one write
+    lines = (tmp_path / "out.log").read_text().splitlines()
+    assert [line.split()[-1] for line in lines] == [str(n) for n in range(50)]
+
+
+def test_console_keeps_a_terminal_or_a_stream_without_a_descriptor():
+    sink = io.StringIO()
+    assert logs.console(sink) is sink

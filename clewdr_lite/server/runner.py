@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from clewdr_lite import __version__
+from clewdr_lite import __version__, logs
 
 log = logging.getLogger("clewdr_lite")
 SHUTDOWN_GRACE_S = 10.0
@@ -91,6 +91,7 @@ async def _serve(config, file, path: Path, host: str, port: int, *, show: bool) 
         log.error("cannot listen on %s:%d: %s", host, port, exc)
         await runner.cleanup()
         return 1
+    logs.flush_all()  # the lines logged so far come before the banner, as they were written
     print(banner(config, path, host, port, show=show, backend=app[STATE].http_backend), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
