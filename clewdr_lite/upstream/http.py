@@ -248,8 +248,8 @@ class AiohttpClient:
         clock = TIMING.get()
         started = clock.sent() if clock else 0.0
         try:
-            status, head, answer = await within(self._lean.request(method, url, headers, body),
-                                                headers_timeout or HEADERS_TIMEOUT)
+            status, head, answer = await self._lean.request(method, url, headers, body,
+                                                            headers_timeout or HEADERS_TIMEOUT)
         finally:
             if clock:
                 clock.answered(started)

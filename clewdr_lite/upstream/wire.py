@@ -43,6 +43,7 @@ class _Conn(asyncio.Protocol):
         self.used = 0.0           # monotonic time it went idle
         self.origin: tuple = ()
         self.client: LeanClient | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._buf = bytearray()
         self._head: asyncio.Future | None = None
         self._body: _Body | None = None
@@ -54,7 +55,7 @@ class _Conn(asyncio.Protocol):
 
     # -- driven by the client
     def send(self, data: bytes, *, head_only: bool) -> asyncio.Future:
-        self._head = asyncio.get_running_loop().create_future()
+        self._head = self.loop.create_future()
         self._no_body = head_only
         self._mode, self._buf, self._body, self._keep = "", bytearray(), None, True
         self.transport.write(data)
@@ -219,6 +220,11 @@ class Malformed(aiohttp.ClientConnectionError):
     """The upstream's answer is not HTTP/1.1 as it should be."""
 
 
+def _expire(head: asyncio.Future) -> None:
+    if not head.done():
+        head.set_exception(asyncio.TimeoutError())
+
+
 def _bad(message: str) -> Malformed:
     return Malformed(f"malformed answer: {message}")
 
@@ -282,13 +288,16 @@ class _Body:
                 if self._error is not None:
                     raise self._error
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self.conn.loop
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(idle_timeout, _expire, waiter)
             try:
-                await within(self._waiter, idle_timeout)
+                await waiter
             except asyncio.TimeoutError:
                 self.abort()
                 raise aiohttp.ServerTimeoutError("Timeout on reading data from socket") from None
             finally:
+                timer.cancel()
                 self._waiter = None
         # everything that arrived since the last read, in one piece (as aiohttp's iter_any): a
         # burst of small chunks costs the relay above one write, not one per chunk
@@ -348,23 +357,24 @@ class LeanClient:
             conn.transport.close()
         return None
 
-    async def _connect(self, scheme: str, host: str, port: int) -> _Conn:
+    async def _connect(self, scheme: str, host: str, port: int, timeout: float) -> _Conn:
         loop = asyncio.get_running_loop()
         tls = self._tls() if scheme == "https" else None
         try:
             _, conn = await within(loop.create_connection(_Conn, host, port, ssl=tls,
                                                            server_hostname=host if tls else None),
-                                    self._connect_timeout)
+                                    max(0.0, timeout))
         except asyncio.TimeoutError:
             raise aiohttp.ServerTimeoutError(f"Connection timeout to host {scheme}://{host}:{port}") from None
         except (OSError, ssl.SSLError) as exc:
             raise aiohttp.ClientConnectionError(f"Cannot connect to host {host}:{port} ssl:{bool(tls)} [{exc}]") from exc
-        conn.origin, conn.client = (scheme, host, port), self
+        conn.origin, conn.client, conn.loop = (scheme, host, port), self, loop
         self._live.add(conn)
         return conn
 
-    async def request(self, method: str, url: str, headers, body: bytes | None):
-        """Send; return (status, headers, _Body) once the headers are in."""
+    async def request(self, method: str, url: str, headers, body: bytes | None, deadline: float):
+        """Send; return (status, headers, _Body) once the headers are in, within `deadline` seconds
+        (asyncio.TimeoutError after that)."""
         parts = urlsplit(url)
         scheme, host = parts.scheme, parts.hostname
         if scheme not in ("http", "https") or not host:
@@ -401,21 +411,29 @@ class LeanClient:
         data = "".join(lines).encode("utf-8") + (body or b"")
         origin = (scheme, host, port)
         head_only = method == "HEAD"
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + deadline
         conn = self._pooled(origin)
         if conn is not None:
             try:
-                return await conn.send(data, head_only=head_only)
+                return await self._exchange(loop, conn, data, head_only, expires)
             except aiohttp.ServerDisconnectedError:
                 pass  # closed by the server while idle: once more on a new connection
-            except BaseException:
-                conn.transport.close()
-                raise
-        conn = await self._connect(scheme, host, port)
+        conn = await self._connect(scheme, host, port, min(self._connect_timeout, expires - loop.time()))
+        return await self._exchange(loop, conn, data, head_only, expires)
+
+    @staticmethod
+    async def _exchange(loop, conn: _Conn, data: bytes, head_only: bool, expires: float):
+        """Send on `conn`; the answer's head by `expires` (a loop timer, no task or context)."""
+        head = conn.send(data, head_only=head_only)
+        timer = loop.call_at(expires, _expire, head)
         try:
-            return await conn.send(data, head_only=head_only)
+            return await head
         except BaseException:
-            conn.transport.close()
+            conn.transport.close()  # timed out, cancelled or broken: it carries nothing more
             raise
+        finally:
+            timer.cancel()
 
     async def close(self) -> None:
         """Close every connection, answers still arriving included."""
