@@ -131,8 +131,10 @@ def console(stream):
     except (AttributeError, ValueError, OSError):
         return stream
     raw = io.FileIO(fd, "w", closefd=False)
-    return io.TextIOWrapper(io.BufferedWriter(raw, 65536), encoding=getattr(stream, "encoding", None) or "utf-8",
-                            errors="backslashreplace", newline=None, write_through=False)
+    buffered = io.TextIOWrapper(io.BufferedWriter(raw, 65536), encoding=getattr(stream, "encoding", None) or "utf-8",
+                                errors="backslashreplace", newline=None, write_through=False)
+    buffered.origin = stream  # the descriptor's owner lives as long as we write to it
+    return buffered
 
 
 def flush_all() -> None:

@@ -123,3 +123,14 @@ def test_console_lines_to_a_file_are_batched_whatever_the_stream_buffering(tmp_p
 def test_console_keeps_a_terminal_or_a_stream_without_a_descriptor():
     sink = io.StringIO()
     assert logs.console(sink) is sink
+
+
+def test_the_console_stream_keeps_its_origin_alive(tmp_path):
+    import gc
+    stream = logs.console(open(tmp_path / "out.log", "w"))     # nobody else holds the file
+    gc.collect()
+    stream.write("still open\n")
+    stream.flush()
+    assert (tmp_path / "out.log").read_text() == "still open\n"
+    stream.close()
+    stream.origin.close()
