@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -24,18 +25,27 @@ class Sink(io.StringIO):
         super().flush()
 
 
-@pytest.fixture
-def logger():
-    sink = Sink()
-    handler = logs.StreamHandler(sink)
+@contextlib.contextmanager
+def logging_to(stream, name: str = "clewdr_lite.test_logs"):
+    """A logger whose only handler is our StreamHandler on `stream`: (logger, handler)."""
+    handler = logs.StreamHandler(stream)
     handler.setFormatter(logs.ClockFormatter())
-    log = logging.getLogger("clewdr_lite.test_logs")
+    log = logging.getLogger(name)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    yield log, sink
-    log.removeHandler(handler)
-    handler.close()
+    try:
+        yield log, handler
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+@pytest.fixture
+def logger():
+    sink = Sink()
+    with logging_to(sink) as (log, _):
+        yield log, sink
 
 
 def test_lines_have_clewdrs_format(logger):
@@ -97,22 +107,15 @@ def test_console_lines_to_a_file_are_batched_whatever_the_stream_buffering(tmp_p
     raw = open(tmp_path / "out.log", "wb", buffering=0)
     unbuffered = io.TextIOWrapper(raw, write_through=True)
     stream = logs.console(unbuffered)
-    handler = logs.StreamHandler(stream)
-    handler.setFormatter(logs.ClockFormatter())
-    log = logging.getLogger("console-test")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
     try:
-        before = _write_calls()
-        for n in range(50):
-            log.info("line %d", n)
-        logged = _write_calls()
-        handler.flush_now()
-        flushed = _write_calls()
+        with logging_to(stream, "console-test") as (log, handler):
+            before = _write_calls()
+            for n in range(50):
+                log.info("line %d", n)
+            logged = _write_calls()
+            handler.flush_now()
+            flushed = _write_calls()
     finally:
-        log.removeHandler(handler)
-        handler.close()
         stream.close()
         unbuffered.close()
     assert logged - before == 0 and flushed - logged == 1      # 50 lines, one write
