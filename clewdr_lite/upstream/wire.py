@@ -28,6 +28,7 @@ from clewdr_lite.upstream.http import within
 IDLE_KEEP_S = 15.0        # an idle pooled connection older than this is closed, not reused
 IDLE_PER_ORIGIN = 64      # idle connections kept per origin
 HIGH_WATER = 256 * 1024   # unread body bytes that pause reading from the socket
+HAPPY_EYEBALLS_S = 0.25   # the next address family is tried this long after the first (RFC 8305)
 DEFAULTS = (("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate"),
             ("User-Agent", f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{aiohttp.__version__}"))
 _NO_BODY = (204, 304)
@@ -361,8 +362,10 @@ class LeanClient:
         loop = asyncio.get_running_loop()
         tls = self._tls() if scheme == "https" else None
         try:
+            # happy eyeballs, as aiohttp: a host whose IPv6 route is dead still connects over IPv4
             _, conn = await within(loop.create_connection(_Conn, host, port, ssl=tls,
-                                                           server_hostname=host if tls else None),
+                                                           server_hostname=host if tls else None,
+                                                           happy_eyeballs_delay=HAPPY_EYEBALLS_S, interleave=1),
                                     max(0.0, timeout))
         except asyncio.TimeoutError:
             raise aiohttp.ServerTimeoutError(f"Connection timeout to host {scheme}://{host}:{port}") from None

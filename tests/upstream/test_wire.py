@@ -419,3 +419,15 @@ async def test_credentials_in_the_url_become_basic_auth():
     finally:
         await client.close()
         await server.stop()
+
+
+async def test_a_host_name_with_several_addresses_connects_to_the_one_listening():
+    server, base = await serve(lambda head, body: ok(b"via name"))   # IPv4 only
+    client = http.AiohttpClient()
+    try:
+        resp = await client.request("GET", base.replace("127.0.0.1", "localhost") + "/", headers_timeout=5)
+        assert await resp.read() == b"via name"
+        assert f"Host: localhost:{base.rsplit(':', 1)[1]}\r\n".encode() in server.requests[0][0]
+    finally:
+        await client.close()
+        await server.stop()
