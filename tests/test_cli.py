@@ -130,6 +130,9 @@ async def test_cookie_file_is_merged_with_bad_lines_reported(tmp_path):
     cookies.write_text(f"{good1}\nnot a cookie\n\nsessionKey={good2}; lastActiveOrg=x\n{good1}\n")
     async with Server("-c", str(path), "-f", str(cookies)) as server:
         assert any("cookies.txt:2: not a cookie" in x for x in server.lines)
+        # an INFO line logged before the banner is flushed before it, though stdout is a pipe
+        added = next(i for i, x in enumerate(server.lines) if "2 new cookies from" in x)
+        assert added < next(i for i, x in enumerate(server.lines) if x.startswith("clewdr-lite v"))
         await server.stop()
     saved = [t["cookie"] for t in tomlkit.parse(path.read_text())["cookie_array"]]
     assert saved == [good1, good2]

@@ -1,10 +1,11 @@
 """Outbound HTTP clients: curl_cffi with Chrome impersonation when present, aiohttp otherwise.
 
 The aiohttp backend sends direct requests without uploads through the lean HTTP/1.1 client of
-`wire.py` (same answers and error types, a third of aiohttp's CPU), and the rest (an outbound
-proxy, multipart) through aiohttp itself. Both backends offer the same small surface (`request()` → `Response` with `status`, `headers`,
-`read()`, `chunks()`, `close()`), so upstream modules never care which one runs. curl_cffi is
-imported on first use only (it costs ~40 ms and ~6 MB at start-up, edge.md §1).
+`wire.py` (same answers and error types, a little over half of aiohttp's client CPU as
+tests/bench/client.py measures it), and the rest (an outbound proxy, multipart) through aiohttp itself. Both backends offer the same
+small surface (`request()` → `Response` with `status`, `headers`, `read()`, `chunks()`, `close()`),
+so upstream modules never care which one runs. curl_cffi is imported on first use only (it costs
+~40 ms and ~6 MB at start-up, edge.md §1).
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ class AiohttpClient:
 
     async def _direct(self, method: str, url: str, headers, body: bytes | None,
                       headers_timeout: float | None) -> Response:
-        """Through the lean HTTP/1.1 client (upstream/wire.py): same answers, a third of the CPU."""
+        """Through the lean HTTP/1.1 client (upstream/wire.py): same answers, less CPU."""
         if self._lean is None:
             from clewdr_lite.upstream.wire import LeanClient
             self._lean = LeanClient(ssl_context(), CONNECT_TIMEOUT)
@@ -254,20 +255,14 @@ class AiohttpClient:
             if clock:
                 clock.answered(started)
 
-        async def reader():
+        async def reader():  # Response.read() joins it (a single piece is not copied)
             while (piece := await answer.next(IDLE_TIMEOUT)) is not None:
                 yield piece
-
-        async def whole():
-            parts = []
-            while (piece := await answer.next(IDLE_TIMEOUT)) is not None:
-                parts.append(piece)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
 
         async def closer():
             answer.abort()
 
-        return Response(status, head, reader, closer, whole)
+        return Response(status, head, reader, closer)
 
     async def close(self) -> None:
         """Close the pools."""

@@ -8,6 +8,7 @@ answers, compression and broken answers are all exercised byte for byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ssl
 import subprocess
@@ -85,10 +86,20 @@ async def serve(answer, **kw):
     return server, await server.start()
 
 
-async def test_content_length_answer_and_keep_alive_reuse():
-    server, base = await serve(lambda head, body: ok(b'{"echo":%d}' % len(body)))
+@contextlib.asynccontextmanager
+async def talking(answer, **kw):
+    """A scripted server and a client to it: (server, base URL, client); both closed after."""
+    server, base = await serve(answer, **kw)
     client = http.AiohttpClient()
     try:
+        yield server, base, client
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_content_length_answer_and_keep_alive_reuse():
+    async with talking(lambda head, body: ok(b'{"echo":%d}' % len(body))) as (server, base, client):
         for n in range(5):
             resp = await client.request("POST", base + "/v1/messages?beta=true", headers={"x-api-key": "k"},
                                         data=b"x" * n)
@@ -99,17 +110,13 @@ async def test_content_length_answer_and_keep_alive_reuse():
         assert head.startswith("POST /v1/messages?beta=true HTTP/1.1\r\n")
         assert f"Host: 127.0.0.1:{base.rsplit(':', 1)[1]}\r\n" in head and "x-api-key: k\r\n" in head
         assert "Content-Length: 0\r\n" in head and "Accept-Encoding: gzip, deflate\r\n" in head
-    finally:
-        await client.close()
-        await server.stop()
 
 
 @pytest.mark.parametrize("split", [1, 3, 7, 64])
 async def test_chunked_answers_split_anywhere(split):
     whole = chunked(b"event: a\n\n", b"data: " + b"z" * 100 + b"\n\n", b"!", trailer=b"X-T: 1\r\n")
-    server, base = await serve(lambda head, body: [whole[i:i + split] for i in range(0, len(whole), split)])
-    client = http.AiohttpClient()
-    try:
+    split_up = [whole[i:i + split] for i in range(0, len(whole), split)]
+    async with talking(lambda head, body: split_up) as (server, base, client):
         for _ in range(2):  # the second request proves the connection was left clean
             resp = await client.request("POST", base + "/s", json={"a": 1}, stream=True)
             pieces = [p async for p in resp.chunks()]
@@ -117,9 +124,6 @@ async def test_chunked_answers_split_anywhere(split):
             await resp.close()
         assert server.connections == 1
         assert server.requests[0][1] == b'{"a":1}'
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_pieces_arrive_as_sent_not_buffered():
@@ -158,17 +162,12 @@ async def test_until_close_gzip_deflate_and_interim_answers():
         + zlib.compress(text),
         b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
     ])
-    server, base = await serve(lambda head, body: next(answers))
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: next(answers)) as (server, base, client):
         assert await (await client.request("GET", base + "/")).read() == b"hi"
         assert await (await client.request("GET", base + "/")).read() == text
         assert await (await client.request("GET", base + "/")).read() == text
         server.close_after = True
         assert await (await client.request("GET", base + "/")).read() == b"until the end"
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_no_body_answers_and_connection_close():
@@ -176,31 +175,22 @@ async def test_no_body_answers_and_connection_close():
                     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",  # HEAD: a length, no body
                     ok(b"bye", b"Connection: close\r\n"),
                     ok(b"again")])
-    server, base = await serve(lambda head, body: next(answers))
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: next(answers)) as (server, base, client):
         assert (await client.request("DELETE", base + "/x")).status == 204
         resp = await client.request("HEAD", base + "/x")
         assert resp.status == 200 and await resp.read() == b""
         assert await (await client.request("GET", base + "/x")).read() == b"bye"
         assert await (await client.request("GET", base + "/x")).read() == b"again"
         assert server.connections == 2                       # "Connection: close" was honoured
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_a_pooled_connection_closed_by_the_server_is_replaced_once():
-    server, base = await serve(lambda head, body: ok(), close_after=True)  # closes after each answer
-    client = http.AiohttpClient()
-    try:
+    # the server closes after each answer
+    async with talking(lambda head, body: ok(), close_after=True) as (server, base, client):
         for _ in range(3):
             assert (await client.request("POST", base + "/", data=b"{}")).status == 200
             await asyncio.sleep(0.05)                           # the close reaches us while idle
         assert server.connections == 3 and len(server.requests) == 3
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_a_server_that_drops_a_reused_connection_mid_request_is_retried_on_a_new_one():
@@ -287,25 +277,18 @@ async def _idle(resp):
 
 
 async def test_headers_timeout_cancels_and_discards_the_connection():
-    server, base = await serve(lambda head, body: ok(), delay=0)
-    server.answer = lambda head, body: []                     # never answers
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: ok(), delay=0) as (server, base, client):
+        server.answer = lambda head, body: []                     # never answers
         with pytest.raises(asyncio.TimeoutError):
             await client.request("GET", base + "/", headers_timeout=0.2)
         server.answer = lambda head, body: ok()
         assert (await client.request("GET", base + "/")).status == 200
         assert server.connections == 2                        # the stuck one was not pooled
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_a_slow_reader_pauses_the_socket_and_gets_every_byte():
     big = b"y" * (wire.HIGH_WATER * 4)
-    server, base = await serve(lambda head, body: ok(big))
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: ok(big)) as (server, base, client):
         resp = await client.request("GET", base + "/", stream=True)
         got = bytearray()
         async for piece in resp.chunks():
@@ -314,25 +297,18 @@ async def test_a_slow_reader_pauses_the_socket_and_gets_every_byte():
         assert bytes(got) == big
         assert (await client.request("GET", base + "/")).status == 200
         assert server.connections == 1
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_abandoning_a_stream_closes_its_connection():
-    server, base = await serve(lambda head, body: chunked(b"a", b"b") if b"/ok" in head
-                               else b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n")
-    client = http.AiohttpClient()
-    try:
+    unfinished = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
+    answer = lambda head, body: chunked(b"a", b"b") if b"/ok" in head else unfinished  # noqa: E731
+    async with talking(answer) as (server, base, client):
         resp = await client.request("GET", base + "/open", stream=True)
         assert await resp.chunks().__anext__() == b"a"
         await resp.close()                                     # the rest never comes: not pooled
         resp = await client.request("GET", base + "/ok", stream=True)
         assert await resp.read() == b"ab"
         assert server.connections == 2
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_https_with_the_configured_ca(tmp_path, monkeypatch):
@@ -367,27 +343,17 @@ async def test_https_with_the_configured_ca(tmp_path, monkeypatch):
 
 async def test_what_arrived_meanwhile_is_read_as_one_piece():
     events = [b"data: %d\n\n" % n for n in range(50)]
-    server, base = await serve(lambda head, body: chunked(*events))
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: chunked(*events)) as (server, base, client):
         resp = await client.request("POST", base + "/", data=b"{}", stream=True)
         await asyncio.sleep(0.05)                               # all 50 chunks are in by now
         pieces = [p async for p in resp.chunks()]
         assert pieces == [b"".join(events)]                     # one write downstream, not 50
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_a_target_with_spaces_or_non_ascii_is_percent_encoded():
-    server, base = await serve(lambda head, body: ok())
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: ok()) as (server, base, client):
         await client.request("GET", base + "/v1/models/my model é?q=a b&x=%20")
         assert server.requests[0][0].startswith(b"GET /v1/models/my%20model%20%C3%A9?q=a%20b&x=%20 HTTP/1.1\r\n")
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_an_answer_completed_while_reading_is_paused_leaves_a_usable_connection():
@@ -395,39 +361,63 @@ async def test_an_answer_completed_while_reading_is_paused_leaves_a_usable_conne
     whole = ok(big)
     # the last 200 bytes come later: they push the unread body over the high-water mark (reading
     # pauses) and complete the answer in the same read, so the connection goes back to the pool
-    server, base = await serve(lambda head, body: [whole[:-200], whole[-200:]], delay=0.05)
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: [whole[:-200], whole[-200:]], delay=0.05) as (server, base, client):
         first = await client.request("GET", base + "/", stream=True)
         await asyncio.sleep(0.2)                                # all of it in, nothing read yet
         second = await client.request("GET", base + "/", headers_timeout=2)
         assert await second.read() == big and await first.read() == big
         assert server.connections == 1
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_credentials_in_the_url_become_basic_auth():
-    server, base = await serve(lambda head, body: ok())
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: ok()) as (server, base, client):
         await client.request("GET", base.replace("://", "://user:p%40ss@") + "/api/tags")
         head = server.requests[0][0].decode()
         assert "Authorization: Basic dXNlcjpwQHNz\r\n" in head            # user:p@ss
         assert "user" not in head.split("\r\n")[0] and "Host: 127.0.0.1:" in head
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_a_host_name_with_several_addresses_connects_to_the_one_listening():
-    server, base = await serve(lambda head, body: ok(b"via name"))   # IPv4 only
-    client = http.AiohttpClient()
-    try:
+    async with talking(lambda head, body: ok(b"via name")) as (server, base, client):  # IPv4 only
         resp = await client.request("GET", base.replace("127.0.0.1", "localhost") + "/", headers_timeout=5)
         assert await resp.read() == b"via name"
         assert f"Host: localhost:{base.rsplit(':', 1)[1]}\r\n".encode() in server.requests[0][0]
-    finally:
-        await client.close()
-        await server.stop()
+
+
+async def test_raw_deflate_is_read_and_a_broken_gzip_body_is_an_error():
+    text = b"deflated " * 50
+    squeeze = zlib.compressobj(wbits=-15)
+    raw = squeeze.compress(text) + squeeze.flush()             # deflate without the zlib header
+    answers = iter([b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n" % len(raw) + raw,
+                    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"])
+    async with talking(lambda head, body: next(answers)) as (server, base, client):
+        assert await (await client.request("GET", base + "/")).read() == text
+        with pytest.raises(aiohttp.ClientPayloadError, match="gzip"):
+            await (await client.request("GET", base + "/")).read()
+
+
+async def test_an_idle_connection_past_its_keep_time_is_not_reused(monkeypatch):
+    async with talking(lambda head, body: ok()) as (server, base, client):
+        assert (await client.request("GET", base + "/")).status == 200
+        monkeypatch.setattr(wire, "IDLE_KEEP_S", 0.0)
+        assert (await client.request("GET", base + "/")).status == 200
+        assert server.connections == 2
+
+
+async def test_bytes_after_an_answer_make_its_connection_unusable():
+    async with talking(lambda head, body: ok() + b"HTTP/1.1 200 OK\r\n") as (server, base, client):
+        assert await (await client.request("GET", base + "/")).read() == b'{"ok":true}'
+        assert await (await client.request("GET", base + "/")).read() == b'{"ok":true}'
+        assert server.connections == 2                        # the stray bytes never met a request
+
+
+async def test_idle_connections_beyond_the_per_origin_cap_are_closed(monkeypatch):
+    monkeypatch.setattr(wire, "IDLE_PER_ORIGIN", 2)
+    async with talking(lambda head, body: ok(), delay=0.05) as (server, base, client):
+        answers = await asyncio.gather(*(client.request("GET", base + "/") for _ in range(4)))
+        assert [a.status for a in answers] == [200] * 4 and server.connections == 4
+        await asyncio.sleep(0.1)
+        assert len(client._lean._idle[("http", "127.0.0.1", int(base.rsplit(":", 1)[1]))]) == 2
+        for _ in range(3):
+            assert (await client.request("GET", base + "/")).status == 200
+        assert server.connections == 4                        # two kept, reused in turn
