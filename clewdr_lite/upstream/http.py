@@ -255,14 +255,17 @@ class AiohttpClient:
             if clock:
                 clock.answered(started)
 
-        async def reader():  # Response.read() joins it (a single piece is not copied)
+        async def reader():
             while (piece := await answer.next(IDLE_TIMEOUT)) is not None:
                 yield piece
+
+        async def whole():
+            return await answer.rest(IDLE_TIMEOUT)
 
         async def closer():
             answer.abort()
 
-        return Response(status, head, reader, closer)
+        return Response(status, head, reader, closer, whole)
 
     async def close(self) -> None:
         """Close the pools."""

@@ -310,6 +310,13 @@ class _Body:
             self.conn.transport.resume_reading()
         return piece
 
+    async def rest(self, idle_timeout: float) -> bytes:
+        """Everything still to come, as one bytes (no async generator on the way)."""
+        parts = []
+        while (piece := await self.next(idle_timeout)) is not None:
+            parts.append(piece)
+        return b"".join(parts)  # a single piece comes back as it is
+
     def abort(self) -> None:
         """Give up on the rest: the connection cannot carry another answer."""
         if not self._done:
