@@ -12,6 +12,10 @@ The caller decides what a failure is (§6: connection errors, timeouts, 5xx, 529
 overloaded/api errors) and records everything else (4xx, 401/403/429) as ok: the upstream answered.
 A probe that never reports (a cancelled task) is given up after `probe_timeout_s`, or handed back
 at once with `release()`.
+
+The ratio rule's window is kept as BUCKETS time buckets of counts (window_s / 60: one second by
+default), not one entry per outcome: memory stays the same at 5 or 5,000 requests a second, and an
+outcome leaves the window between window_s − one bucket and window_s after it was recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Callable, Iterable, Mapping
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 PROBE_WAIT = 1.0  # retry_in while someone else's probe is in flight: a hint, not a promise
+BUCKETS = 60  # the ratio rule's window in this many buckets of counts
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,9 @@ class Breaker:
     def __init__(self, settings: BreakerSettings | None = None, **overrides) -> None:
         base = settings or BreakerSettings()
         self.settings = BreakerSettings(**{**base.__dict__, **overrides})
-        self._outcomes: deque = deque()   # (time, ok) inside the window
+        self._buckets: deque = deque()    # [bucket number, outcomes, failures] inside the window
+        self._width = 0.0                 # seconds per bucket the buckets were counted with
+        self._total = self._failed = 0    # sums over the buckets
         self._streak = 0                  # consecutive failures while closed
         self._open_until: float | None = None
         self._period = 0.0                # the last open period; 0 once a probe succeeded
@@ -96,8 +103,7 @@ class Breaker:
             if self._probe_at is not None:
                 self._close() if ok else self._open(now)
             return
-        self._outcomes.append((now, ok))
-        self._trim(now)
+        self._count(ok, now)
         self._streak = 0 if ok else self._streak + 1
         if not ok and self._should_open():
             self._open(now)
@@ -119,24 +125,44 @@ class Breaker:
         s = self.settings
         if self._streak >= s.failures:
             return True
-        failed = sum(1 for _, ok in self._outcomes if not ok)
-        return len(self._outcomes) >= s.min_requests and failed >= s.ratio * len(self._outcomes)
+        return self._total >= s.min_requests and self._failed >= s.ratio * self._total
 
-    def _trim(self, now: float) -> None:
-        while self._outcomes and self._outcomes[0][0] <= now - self.settings.window_s:
-            self._outcomes.popleft()
+    def _count(self, ok: bool, now: float) -> None:
+        """Add one outcome to its bucket and drop the buckets that left the window."""
+        width = self.settings.window_s / BUCKETS
+        if width != self._width:  # new settings (hot reload): the window starts afresh
+            self._clear_window()
+            self._width = width
+        number = int(now // width)
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= number - BUCKETS:
+            _, total, failed = buckets.popleft()
+            self._total -= total
+            self._failed -= failed
+        if not buckets or buckets[-1][0] != number:
+            buckets.append([number, 0, 0])
+        last = buckets[-1]
+        last[1] += 1
+        self._total += 1
+        if not ok:
+            last[2] += 1
+            self._failed += 1
+
+    def _clear_window(self) -> None:
+        self._buckets.clear()
+        self._total = self._failed = 0
 
     def _open(self, now: float) -> None:
         s = self.settings
         self._period = min(self._period * 2 if self._period else s.open_s, s.max_open_s)
         self._open_until = now + self._period
         self._probe_at = None
-        self._outcomes.clear()
+        self._clear_window()
         self._streak = 0
 
     def _close(self) -> None:
         self._open_until, self._probe_at, self._period = None, None, 0.0
-        self._outcomes.clear()
+        self._clear_window()
         self._streak = 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clewdr_lite.breaker import CLOSED, HALF_OPEN, OPEN, PROBE_WAIT, Breaker, Breakers, BreakerSettings
+from clewdr_lite.breaker import BUCKETS, CLOSED, HALF_OPEN, OPEN, PROBE_WAIT, Breaker, Breakers, BreakerSettings
 
 T = 1_760_000_000.0
 
@@ -56,6 +56,35 @@ def test_old_outcomes_leave_the_window():
     b.record(True, T + 100)
     b.record(False, T + 100)
     assert b.state(T + 100) == CLOSED
+
+
+@pytest.mark.parametrize("later, opened", [(59.5, True), (60.5, False)])
+def test_an_outcome_counts_for_the_window_to_within_one_bucket(later, opened):
+    b = Breaker()
+    for _ in range(4):
+        b.record(True, T)
+        b.record(False, T)
+    b.record(True, T + later)
+    b.record(False, T + later)  # 5 of 10 while the first eight are in the window; 1 of 2 after
+    assert (b.state(T + later) == OPEN) is opened
+
+
+def test_the_window_holds_counts_not_outcomes():
+    b = Breaker()
+    for i in range(100_000):  # 1,000 a second for 100 s
+        b.record(True, T + i / 1000)
+    assert len(b._buckets) <= BUCKETS and b._total == 60_000
+
+
+def test_new_window_settings_start_the_window_afresh():
+    breakers = Breakers()
+    for _ in range(4):
+        breakers.record("p", "k", True, T)
+        breakers.record("p", "k", False, T)
+    breakers.reconfigure(BreakerSettings(window_s=120))
+    breakers.record("p", "k", True, T + 1)
+    breakers.record("p", "k", False, T + 1)  # 1 of 2 under the new window: not enough to open
+    assert breakers.state("p", "k", T + 1) == CLOSED
 
 
 def test_half_open_allows_a_single_probe():
