@@ -30,6 +30,13 @@ class ClockFormatter(logging.Formatter):
         self._second = -1
         self._prefix = ""
 
+    def stamp(self, created: float) -> str:
+        """`HH:MM:SS.mmm` of a time.time() value."""
+        second = int(created)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%H:%M:%S", time.localtime(second))
+        return f"{self._prefix}.{int((created - second) * 1000):03d}"
+
     def format(self, record: logging.LogRecord) -> str:
         second = int(record.created)
         if second != self._second:
@@ -105,6 +112,31 @@ class LazyFlush:
         super().close()
 
 
+def info(logger: logging.Logger, message: str) -> None:
+    """`logger.info(message)` for a line per request, at a fraction of the cost.
+
+    When every handler the record would reach is our console handler with our formatter and
+    nothing filters, the line is formatted and written here, without a LogRecord; otherwise (a
+    file handler, a test's capture, a filter) it goes through `logger.info` as usual.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handlers = []
+    node = logger
+    while node is not None:
+        if node.filters:
+            return logger.info("%s", message)
+        for handler in node.handlers:
+            if type(handler) is not StreamHandler or handler.filters \
+                    or type(handler.formatter) is not ClockFormatter:
+                return logger.info("%s", message)
+            if handler.level <= logging.INFO:
+                handlers.append(handler)
+        node = node.parent if node.propagate else None
+    for handler in handlers:
+        handler.write_line(f"{handler.formatter.stamp(time.time())} INFO  {message}")
+
+
 def _is_tty(handler) -> bool:
     stream = getattr(handler, "stream", None)
     try:
@@ -115,6 +147,20 @@ def _is_tty(handler) -> bool:
 
 class StreamHandler(LazyFlush, logging.StreamHandler):
     """Console lines."""
+
+    def write_line(self, line: str) -> None:
+        """An INFO line formatted by `info()`: written as emit() would, flushed lazily."""
+        if self._tty is None:
+            self._tty = _is_tty(self)
+        self.acquire()
+        try:
+            self._urgent = self._tty
+            self.stream.write(line + self.terminator)
+            self.flush()
+        except Exception:  # as logging does: a failing stream must not break the caller
+            self.handleError(logging.makeLogRecord({"msg": line}))
+        finally:
+            self.release()
 
 
 def console(stream):

@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import math
+import operator
 import os
 import sqlite3
 import threading
@@ -92,17 +93,32 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
 INSERT_REQUEST = (f"INSERT INTO requests (id, {', '.join(NAMES)}) "
                   f"VALUES ({', '.join('?' * (len(NAMES) + 1))})")
 CACHE_KIB = -512  # page cache per connection (negative: KiB); appends and the admin's reads need little
-INSERT_CHUNK = 32  # rows per INSERT statement (32 × 28 parameters, far below SQLite's limit)
+# sqlite3 looks up an adapter for every None it binds and, finding none, builds and discards an
+# AttributeError (type(None) is not a type it binds directly): ~3,000 instructions per NULL, five
+# NULLs a row. A registered adapter is found at once; `{}.get` is a C callable that maps None to None.
+sqlite3.register_adapter(type(None), {}.get)
+MAX_CHUNK = 256  # rows per INSERT statement at most (fewer when SQLite allows fewer parameters)
 
 
-@functools.lru_cache(maxsize=INSERT_CHUNK)
-def insert_rows_sql(count: int) -> str:
-    """One INSERT of `count` request rows.
+def chunk_sizes(count: int, largest: int) -> list[int]:
+    """`count` rows as INSERT statements of power-of-two sizes up to `largest` (a power of two).
 
     executemany() runs a statement per row, and sqlite3 releases and retakes the GIL around each
-    step: with the event loop busy, every retake waits for a forced switch (gateway.md §11.3 says
-    logging must never slow requests). A few multi-row statements per batch switch a few times.
+    step: with the event loop busy, every retake waits for the loop's thread to let go (gateway.md
+    §11.3 says logging must never slow requests). A batch of 200 rows is three statements here
+    (128 + 64 + 8), and the few sizes keep their prepared statements in sqlite3's cache.
     """
+    sizes = []
+    while count:
+        size = min(largest, 1 << (count.bit_length() - 1))
+        sizes.append(size)
+        count -= size
+    return sizes
+
+
+@functools.lru_cache(maxsize=16)
+def insert_rows_sql(count: int) -> str:
+    """One INSERT of `count` request rows."""
     row = "(" + ", ".join("?" * (len(NAMES) + 1)) + ")"
     return INSERT_REQUEST.rsplit("VALUES", 1)[0] + "VALUES " + ", ".join([row] * count)
 INSERT_BODY = "INSERT OR REPLACE INTO request_bodies VALUES (?, ?, ?, ?)"
@@ -183,6 +199,8 @@ def _open_writer(path: Path | None, busy_timeout_ms: int) -> sqlite3.Connection:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        # a multi-row INSERT keeps a statement journal; on disk that is a temp file per batch
+        conn.execute("PRAGMA temp_store = MEMORY")
         # a checkpointed WAL shrinks back to 4 MB instead of keeping its high-water size on flash
         conn.execute("PRAGMA journal_size_limit = 4194304")
         migrate(conn)
@@ -191,6 +209,15 @@ def _open_writer(path: Path | None, busy_timeout_ms: int) -> sqlite3.Connection:
         raise
     _tighten(path)
     return conn
+
+
+def _largest_chunk(conn: sqlite3.Connection) -> int:
+    """The largest power-of-two row count whose INSERT stays within SQLite's parameter limit."""
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(conn, "getlimit") else 999
+    largest = MAX_CHUNK
+    while largest > 1 and largest * (len(NAMES) + 1) > limit:
+        largest //= 2
+    return largest
 
 
 def _open_reader(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -204,23 +231,43 @@ def _open_reader(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
 
 # per column, the value types stored as they are (None becomes the column's fallback)
 _READY = tuple(frozenset({{"text": str, "int": int, "real": float}[kind], type(None)}) for _, kind, _ in COLUMNS)
-_FALLBACKS = tuple(fallback for _, _, fallback in COLUMNS)
-_REAL = tuple(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "real")
-_INT = tuple(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "int")
-INT_RANGE = range(-(2 ** 63), 2 ** 63)  # SQLite's INTEGER
+_NULLABLE = tuple(fallback is None for _, _, fallback in COLUMNS)
+_VALUES = operator.itemgetter(*NAMES)
+_REALS = operator.itemgetter(*(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "real"))
+_INTS = operator.itemgetter(*(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "int"))
+_NOT_NONE = functools.partial(operator.is_not, None)
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1  # SQLite's INTEGER
+_TYPED: set[tuple] = set()  # column type signatures known to be stored as they are
+_TYPED_MAX = 256
+
+
+def _typed(types: tuple) -> bool:
+    """Every column's type stored as it is, and no NULL in a NOT NULL column."""
+    if types in _TYPED:
+        return True
+    ok = all(kind in ready and (nullable or kind is not type(None))
+             for kind, ready, nullable in zip(types, _READY, _NULLABLE))
+    if ok and len(_TYPED) < _TYPED_MAX:
+        _TYPED.add(types)
+    return ok
 
 
 def row_values(record: dict) -> tuple:
     """A log row's values in column order, each as its column's type (see _coerce).
 
-    Rows the proxy makes are already typed, so one pass of type checks usually settles it and
-    only an odd row pays for coercing value by value.
+    Rows the proxy makes are complete and typed: their column types form one of a few known
+    signatures (one set lookup), and only the real and int values are checked, in C; the writer
+    shares the GIL with the event loop, so no Python loop runs over the columns. An odd or
+    incomplete row pays for coercing value by value.
     """
-    row = tuple(map(record.get, NAMES))
-    if all(type(v) in ready for v, ready in zip(row, _READY)) and \
-            all(row[i] is None or math.isfinite(row[i]) for i in _REAL) and \
-            all(row[i] is None or row[i] in INT_RANGE for i in _INT):
-        return tuple(f if v is None else v for v, f in zip(row, _FALLBACKS)) if None in row else row
+    try:
+        row = _VALUES(record)
+    except KeyError:
+        row = tuple(map(record.get, NAMES))
+    if _typed(tuple(map(type, row))) and all(map(math.isfinite, filter(_NOT_NONE, _REALS(row)))):
+        ints = tuple(filter(_NOT_NONE, _INTS(row)))
+        if not ints or (min(ints) >= INT_MIN and max(ints) <= INT_MAX):
+            return row
     return tuple(_coerce(v, kind, fallback) for v, (_, kind, fallback) in zip(row, COLUMNS))
 
 
@@ -236,7 +283,7 @@ def _coerce(value: Any, kind: str, fallback: Any) -> Any:
         return fallback
     if kind == "real":
         return number if math.isfinite(number) else fallback
-    return number if -(2 ** 63) <= number < 2 ** 63 else fallback  # SQLite's INTEGER range
+    return number if INT_MIN <= number <= INT_MAX else fallback
 
 
 def _clip(body: Any, limit: int) -> str | None:
@@ -298,6 +345,7 @@ class Store:
         self._bodies = BODY_MODES[bodies]
         self._body_max = body_max_kb * 1024
         self._wconn = _open_writer(self.path, busy_timeout_ms)
+        self._chunk = _largest_chunk(self._wconn)
         if self.path is None:
             self._rconn, self._rlock = self._wconn, threading.Lock()
             self._wlock: Any = self._rlock
@@ -345,7 +393,9 @@ class Store:
                 self._counts["dropped"] += 1
             self._seq += 1
             self._queue.append((self._seq, *item))
-            if len(self._queue) == 1 or len(self._queue) >= self._batch_rows:
+            # only the two changes the writer waits for: work to do, a full batch (each wake-up
+            # on a busy loop costs a GIL hand-over; the writer re-checks both before it waits)
+            if len(self._queue) == 1 or len(self._queue) == self._batch_rows:
                 self._cond.notify_all()
 
     def _bodies_of(self, row: dict) -> tuple | None:
@@ -455,12 +505,18 @@ class Store:
                 try:
                     base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0]
                     # ids are given here, so kept bodies can share their row's id
-                    numbered = [(base + n, *row) for n, row in enumerate(rows, 1)]
-                    for start in range(0, len(numbered), INSERT_CHUNK):
-                        chunk = numbered[start:start + INSERT_CHUNK]
-                        conn.execute(insert_rows_sql(len(chunk)), [v for row in chunk for v in row])
-                    conn.executemany(INSERT_BODY, [(base + n, *body) for n, *body in bodies])
-                    conn.executemany(UPSERT_SPEND, spend)
+                    start = 0
+                    for size in chunk_sizes(len(rows), self._chunk):
+                        values = []
+                        for n in range(start, start + size):
+                            values.append(base + n + 1)
+                            values.extend(rows[n])
+                        conn.execute(insert_rows_sql(size), values)
+                        start += size
+                    if bodies:
+                        conn.executemany(INSERT_BODY, [(base + n, *body) for n, *body in bodies])
+                    if spend:
+                        conn.executemany(UPSERT_SPEND, spend)
                     conn.execute("COMMIT")
                 except BaseException:
                     _rollback(conn)
@@ -480,14 +536,13 @@ class Store:
 
     def _prepare(self, items: list) -> tuple[list, list, list]:
         """Coerced log rows, kept bodies (row number first) and the batch's spend upserts."""
-        rows, bodies, spend = [], [], {}
-        for number, (_seq, record, kept) in enumerate(items, 1):
-            row = row_values(record)
-            rows.append(row)
+        rows = [row_values(record) for _, record, _ in items]
+        bodies, spend = [], {}
+        request_id, key_id = AT["request_id"], AT["client_key_id"]
+        for number, (row, (_, _, kept)) in enumerate(zip(rows, items), 1):
             if kept:
-                bodies.append((number, row[AT["request_id"]],
-                               *(_clip(body, self._body_max) for body in kept)))
-            if row[AT["client_key_id"]] is not None:
+                bodies.append((number, row[request_id], *(_clip(body, self._body_max) for body in kept)))
+            if row[key_id] is not None:
                 _add_spend(spend, row)
         return rows, bodies, [(*key, *counters) for key, counters in spend.items()]
 

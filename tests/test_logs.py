@@ -137,3 +137,50 @@ def test_the_console_stream_keeps_its_origin_alive(tmp_path):
     assert (tmp_path / "out.log").read_text() == "still open\n"
     stream.close()
     stream.origin.close()
+
+
+def test_info_lines_skip_the_log_record_yet_read_the_same(logger, monkeypatch):
+    log, sink = logger
+    log.info("[REQ] model: %s", "a")
+
+    def no_records(*args, **kwargs):
+        raise AssertionError("the fast path made a LogRecord")
+    monkeypatch.setattr(log, "makeRecord", no_records)
+    logs.info(log, "[REQ] model: b")
+    assert sink.flushes == 0  # batched like any INFO line
+    first, second = sink.getvalue().splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO  \[REQ\] model: a", first)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO  \[REQ\] model: b", second)
+
+
+def test_info_lines_honour_levels(logger):
+    log, sink = logger
+    log.setLevel(logging.WARNING)
+    logs.info(log, "not shown")
+    log.setLevel(logging.INFO)
+    log.handlers[0].setLevel(logging.WARNING)
+    logs.info(log, "not shown either")
+    assert sink.getvalue() == ""
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_info_lines_reach_other_handlers_and_filters_as_records(logger):
+    log, sink = logger
+    other = Records()
+    log.addHandler(other)
+    logs.info(log, "to both")
+    log.removeHandler(other)
+    seen = []
+    log.addFilter(lambda record: seen.append(record.getMessage()) or True)
+    logs.info(log, "filtered")
+    assert [r.getMessage() for r in other.records] == ["to both"]
+    assert seen == ["filtered"]
+    assert [line.split("INFO  ")[1] for line in sink.getvalue().splitlines()] == ["to both", "filtered"]

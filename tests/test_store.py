@@ -149,6 +149,22 @@ def test_unusable_values_are_coerced_never_failing_a_batch(open_store):
     assert s.stats()["write_errors"] == 0
 
 
+@pytest.mark.parametrize("odd, stored", [
+    ({"cost_usd": math.inf}, {"cost_usd": 0.0}),           # a real that is not finite
+    ({"output_tokens": 2 ** 63}, {"output_tokens": 0}),   # an int beyond SQLite's INTEGER
+    ({"input_tokens": None}, {"input_tokens": 0}),         # NULL in a NOT NULL column
+    ({"stream": True}, {"stream": 1}),                     # a bool for an int
+    ({"ttfb_ms": None, "status": None}, {"ttfb_ms": None, "status": None}),  # nullable ints
+])
+def test_each_odd_value_alone_is_coerced(open_store, odd, stored):
+    s = open_store()
+    s.record(row(request_id="x", **odd))
+    s.flush()
+    (got,) = s.recent()
+    assert {name: got[name] for name in stored} == stored
+    assert s.stats()["write_errors"] == 0
+
+
 @pytest.mark.parametrize("mode, kept", [(False, set()), ("errors", {"bad"}), (True, {"ok", "bad"}),
                                         ("all", {"ok", "bad"})])
 def test_bodies_are_kept_only_when_allowed(open_store, mode, kept):

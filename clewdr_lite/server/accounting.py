@@ -42,10 +42,10 @@ def note_usage(request: web.Request, usage: dict | None) -> None:
     if not isinstance(usage, dict):
         return
     record = acct(request)
-    inputs = sum(int(usage.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens",
-                                                   "cache_read_input_tokens"))
+    written, read = int(usage.get("cache_creation_input_tokens") or 0), int(usage.get("cache_read_input_tokens") or 0)
+    inputs = int(usage.get("input_tokens") or 0) + written + read
     if inputs:
-        record["input_tokens"] = inputs
+        record.update(input_tokens=inputs, cache_write=written, cache_read=read)
     if usage.get("output_tokens") is not None:
         record["output_tokens"] = int(usage["output_tokens"])
 
@@ -162,15 +162,20 @@ def headers_hook(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def _row(request: web.Request, record: dict, clock: Timing, status: int, route: str, now: float) -> dict:
-    """The request-log row of gateway.md §11.2 (metadata only; no bodies)."""
+    """The request-log row of gateway.md §11.2 (metadata only; no bodies), every column typed as the
+    store keeps it (the writer then takes it as it is: store.row_values)."""
     ms = lambda seconds: int(seconds * 1000)  # noqa: E731
-    return {"ts": time.time(), "client_key_id": record.get("key_id"), "route": route,
+    return {"ts": time.time(), "request_id": None, "client_key_id": record.get("key_id"), "route": route,
             "dialect": dialect_of(request.path), "model_requested": record.get("model"),
-            "provider": record.get("provider"), "credential": clock.credential, "scenario": record.get("scenario"), "stream": int(bool(record.get("stream"))),
-            "status": status, "error_type": anthropic_type(status) if status >= 400 else None,
-            "attempts": max(clock.sends, 1), "duration_ms": ms(now - clock.arrived),
+            "provider": record.get("provider"), "credential": clock.credential, "scenario": record.get("scenario"),
+            "stream": int(bool(record.get("stream"))), "status": status,
+            "error_type": anthropic_type(status) if status >= 400 else None,
+            "attempts": max(clock.sends, 1), "fallback_used": int(bool(record.get("fallback"))),
+            "duration_ms": ms(now - clock.arrived),
             "ttfb_ms": ms(clock.last_headers - clock.read) if clock.last_headers else None,
             "overhead_ms": ms(clock.overhead_ms(now) / 1000), "input_tokens": record.get("input_tokens", 0),
-            "output_tokens": record.get("output_tokens", 0), "cost_usd": record.get("cost", 0.0),
-            "shadow_cost_usd": record.get("shadow_cost", 0.0), "model_upstream": record.get("upstream_model"),
-            "user_agent": request.headers.get("User-Agent", "")[:200]}
+            "output_tokens": record.get("output_tokens", 0), "cache_read_tokens": record.get("cache_read", 0),
+            "cache_write_tokens": record.get("cache_write", 0), "estimated": int(bool(record.get("estimated"))),
+            "cost_usd": float(record.get("cost", 0.0)), "shadow_cost_usd": float(record.get("shadow_cost", 0.0)),
+            "model_upstream": record.get("upstream_model"),
+            "user_agent": request.headers.get("User-Agent", "")[:200], "client_ip": request.remote}

@@ -9,7 +9,7 @@ import uuid
 
 from aiohttp import web
 
-from clewdr_lite import errors, router, scenarios
+from clewdr_lite import errors, logs, router, scenarios
 from clewdr_lite.protocol import anthropic, openai, tokens
 from clewdr_lite.protocol.openai_stream import OpenAIStream
 from clewdr_lite.server import models
@@ -113,6 +113,8 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
             last = err
             continue
         breakers.record(provider, "*", True, state.clock())
+        if number:
+            acct(request)["fallback"] = True  # the request log's fallback_used (gateway.md §11.2)
         return response
     raise last or errors.NoCredential("no provider available")
 
@@ -153,6 +155,7 @@ async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, 
     acct(request).update(provider=route.provider, model=req["model"], upstream_model=route.model,
                          stream=bool(req.get("stream")))
     if kind == "claude_web":
+        acct(request)["estimated"] = True  # claude.ai reports no usage: the counts are estimates
         return await serve_web(request, {**req, "model": route.model}, dialect, original=original,
                                include_usage=include_usage, echo_model=req["model"])
     if kind == "claude_code":
@@ -234,9 +237,8 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
         return await local_answer(request, dialect, {**req, "model": model}, "neutral",
                                   include_usage=include_usage)
     ruled = anthropic.apply_model_rules(req)
-    log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s", stream,
-             len(ruled["messages"]), model, bool(ruled.get("thinking")),
-             "OpenAI" if dialect == errors.OPENAI else "Claude")
+    logs.info(log, f"[REQ] stream: {stream}, msgs: {len(ruled['messages'])}, model: {model}, "
+                   f"think: {bool(ruled.get('thinking'))}, format: {'OpenAI' if dialect == errors.OPENAI else 'Claude'}")
     started = time.monotonic()
     events = await state.web.open(ruled, stream=stream, echo_model=model)
     try:

@@ -8,7 +8,7 @@ import uuid
 
 from aiohttp import web
 
-from clewdr_lite import errors
+from clewdr_lite import errors, logs
 from clewdr_lite.protocol import anthropic, openai
 from clewdr_lite.protocol.openai_stream import OpenAIStream
 from clewdr_lite.server.accounting import acct, admit, note_usage
@@ -27,7 +27,10 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
     if stream:
         if dialect == errors.ANTHROPIC:
             response = await send_stream(request, result.raw(), RawOut())  # pass-through fast path
-            note_usage(request, {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens})
+            note_usage(request, {"input_tokens": result.input_tokens - result.cache_read - result.cache_write,
+                                 "cache_read_input_tokens": result.cache_read,
+                                 "cache_creation_input_tokens": result.cache_write,
+                                 "output_tokens": result.output_tokens})
             return response
         out = OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
                            include_usage=include_usage, thinking_output=config.thinking_output)
@@ -42,9 +45,9 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
 
 
 def _log_request(req: dict, dialect: str, model: str, upstream: str) -> None:
-    log.info("[REQ] stream: %s, msgs: %d, model: %s, think: %s, format: %s, upstream: %s",
-             bool(req.get("stream")), len(req["messages"]), model, bool(req.get("thinking")),
-             "OpenAI" if dialect == errors.OPENAI else "Claude", upstream)
+    logs.info(log, f"[REQ] stream: {bool(req.get('stream'))}, msgs: {len(req['messages'])}, model: {model}, "
+                   f"think: {bool(req.get('thinking'))}, format: {'OpenAI' if dialect == errors.OPENAI else 'Claude'}, "
+                   f"upstream: {upstream}")
 
 
 async def serve_code(request: web.Request, req: dict, dialect: str, *, include_usage: bool = False,

@@ -50,7 +50,8 @@ class MessagesStream:
         self._pending: asyncio.Task | None = None
         self._started = False  # message_start rewritten
         self._closed = False
-        self.input_tokens = 0
+        self.input_tokens = 0  # the prompt's tokens, cache reads and writes included
+        self.cache_read = self.cache_write = 0
         self.output_tokens = 0
         self.saw_content = False
         self.saw_stop = False
@@ -61,8 +62,9 @@ class MessagesStream:
         if not isinstance(usage, dict):
             return
         if kind == "message_start":
-            self.input_tokens = sum(int(usage.get(k) or 0) for k in (
-                "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+            self.cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+            self.cache_read = int(usage.get("cache_read_input_tokens") or 0)
+            self.input_tokens = int(usage.get("input_tokens") or 0) + self.cache_write + self.cache_read
         if usage.get("output_tokens") is not None:
             self.output_tokens = int(usage["output_tokens"])  # cumulative: the last value wins
 
