@@ -83,10 +83,9 @@ class Breaker:
 
     def allow(self, now: float) -> bool:
         """May a request go now? In half-open, True once: the caller's request is the probe."""
-        state = self.state(now)
-        if state == CLOSED:
+        if self._open_until is None:  # closed: the hot path, two calls per request
             return True
-        if state == OPEN:
+        if now < self._open_until:
             return False
         stale = self._probe_at is not None and now - self._probe_at >= self.settings.probe_timeout_s
         if self._probe_at is None or stale:
@@ -96,11 +95,10 @@ class Breaker:
 
     def record(self, ok: bool, now: float) -> None:
         """Report one outcome of a request this breaker allowed."""
-        state = self.state(now)
-        if state == OPEN:
-            return  # a late answer of a request sent before opening says nothing new
-        if state == HALF_OPEN:
-            if self._probe_at is not None:
+        if self._open_until is not None:
+            if now < self._open_until:
+                return  # open: a late answer of a request sent before opening says nothing new
+            if self._probe_at is not None:  # half-open: the probe's outcome
                 self._close() if ok else self._open(now)
             return
         self._count(ok, now)
@@ -175,10 +173,10 @@ class Breakers:
 
     def get(self, provider: str, credential: str) -> Breaker:
         """The breaker of one credential (a new closed one the first time)."""
-        key = (provider, credential)
-        if key not in self._by_key:
-            self._by_key[key] = Breaker(self.settings)
-        return self._by_key[key]
+        breaker = self._by_key.get((provider, credential))
+        if breaker is None:
+            breaker = self._by_key[(provider, credential)] = Breaker(self.settings)
+        return breaker
 
     def allow(self, provider: str, credential: str, now: float) -> bool:
         """Breaker.allow of that credential."""

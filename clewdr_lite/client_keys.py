@@ -15,11 +15,12 @@ import hashlib
 import hmac
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Callable, Mapping
+from typing import Callable
 
 from clewdr_lite.errors import AuthError, PermissionDenied, RateLimited
 
@@ -452,9 +453,26 @@ def _builtin_price(name: str) -> dict | None:
     return _full_price(price) if isinstance(price, Mapping) else None
 
 
+_PRICES: dict = {}  # (model, id(overrides)) → (overrides, price): cost() runs once per request
+_PRICES_MAX = 1024
+
+
+def _price(model: str, overrides: Mapping | None) -> dict | None:
+    """price_for, remembered per model and overrides table (a reload brings a new table)."""
+    key = (model, id(overrides))
+    hit = _PRICES.get(key)
+    if hit is not None and hit[0] is overrides:  # the table is held, so its id is not reused
+        return hit[1]
+    price = price_for(model, overrides)
+    if len(_PRICES) >= _PRICES_MAX:
+        _PRICES.clear()
+    _PRICES[key] = (overrides, price)
+    return price
+
+
 def cost(model: str, usage: Mapping, overrides: Mapping | None = None) -> float:
     """USD of one request: Σ tokens × price / 10⁶; 0 for an unknown model."""
-    price = price_for(model, overrides)
+    price = _price(model, overrides) if isinstance(model, str) else None
     if price is None or not isinstance(usage, Mapping):
         return 0.0
     total = 0.0

@@ -416,7 +416,10 @@ class KeyPool:
     # ----- queries
     def find(self, key: str) -> KeyEntry | None:
         """The entry of `key` (exact match)."""
-        return next((e for e in self._entries if e.key == key), None)
+        for entry in self._entries:
+            if entry.key == key:
+                return entry
+        return None
 
     def entries(self) -> list[dict]:
         """Every entry as a plain dict, in config order (admin view)."""
@@ -457,11 +460,11 @@ class KeyPool:
         least recently used key. The caller reports the attempt with mark_used().
         """
         self.refresh(now)
-        excluded = set(exclude)
+        excluded = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)
         usable = [e for e in self._entries if e.state == ACTIVE and e.key not in excluded]
+        if len(usable) < 2:  # one key (the common case) or none: nothing to draw between
+            return usable[0] if usable else None
         usable = [e for e in usable if e.weight > 0] or usable
-        if not usable:
-            return None
         tier = min(e.priority for e in usable)
         candidates = sorted((e for e in usable if e.priority == tier), key=_recency)
         return candidates[weighted_choice([e.weight for e in candidates], rand)]

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from typing import Callable, Mapping, Union
+from collections.abc import Mapping
+from typing import Callable, Union
 
 Target = Union[str, list]
 

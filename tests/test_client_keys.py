@@ -301,6 +301,15 @@ def test_cost_formula():
     assert cost("claude-sonnet-4-5", {"input": 1_000_000}) == pytest.approx(3.0)
 
 
+def test_a_reloaded_price_table_prices_the_next_request():
+    usage = {"input_tokens": 1_000_000}
+    before, after = {"my-model": {"input": 1.0, "output": 1.0}}, {"my-model": {"input": 4.0, "output": 1.0}}
+    assert cost("my-model", usage, before) == pytest.approx(1.0)
+    assert cost("my-model", usage, after) == pytest.approx(4.0)    # a new table: priced afresh
+    assert cost("my-model", usage, before) == pytest.approx(1.0)
+    assert cost("my-model", usage) == 0.0                           # no table: not a bundled model
+
+
 def test_overrides_beat_the_bundled_table():
     overrides = {"anthropic/claude-sonnet-4.5": {"input": 2.0, "output": 10.0},
                  "qwen/*": {"input": 0.1, "output": 0.2, "cache_read": 0.01}}

@@ -9,7 +9,8 @@ openai_upstream_stream.py; `classify_openai` maps error answers to pool outcomes
 from __future__ import annotations
 
 import copy
-from typing import Callable, Mapping
+from collections.abc import Mapping
+from typing import Callable
 
 from .openai import dumps
 from .openai_upstream_errors import classify_openai

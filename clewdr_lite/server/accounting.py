@@ -28,13 +28,17 @@ BODY_MAX = 64 * 1024
 INFERENCE_PREFIXES = ("/v1", "/code/", "/gemini/", "/vertex/", "/messages", "/chat/", "/models")
 
 
+def _new_record() -> dict:
+    return {"provider": None, "model": None, "input_tokens": 0, "output_tokens": 0, "key_id": None}
+
+
 def acct(request: web.Request) -> dict:
-    """The request's accounting record (created on first use)."""
-    record = request.get(ACCT_KEY)
-    if record is None:
-        record = request[ACCT_KEY] = {"provider": None, "model": None, "input_tokens": 0, "output_tokens": 0,
-                                    "key_id": None}
-    return record
+    """The request's accounting record (made by `timing`, or on first use elsewhere)."""
+    try:
+        return request[ACCT_KEY]  # request.get() would go through Mapping.get and a KeyError
+    except KeyError:
+        record = request[ACCT_KEY] = _new_record()
+        return record
 
 
 def note_usage(request: web.Request, usage: dict | None) -> None:
@@ -66,6 +70,8 @@ async def timing(request: web.Request, handler):
         return await handler(request)
     clock = Timing(arrived=time.monotonic())
     request[TIMING_KEY] = clock
+    request[ACCT_KEY] = _new_record()
+    request[CLIENT_KEY] = None  # authenticate sets a client key; present, so lookups never miss
     token = TIMING.set(clock)
     status = 500
     try:
@@ -121,7 +127,7 @@ def _settle_key(request: web.Request, record: dict) -> float:
 def _finished(request: web.Request, clock: Timing, status: int) -> None:
     """Count the request in /metrics and settle its client key."""
     state = request.app[STATE]
-    record = request.get(ACCT_KEY) or {}
+    record = request[ACCT_KEY]
     record["cost"] = _settle_key(request, record)
     now = time.monotonic()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path

@@ -54,7 +54,7 @@ class KeyedProvider:
     async def attempts(self, attempt: Callable) -> Any:
         """Key rotation: credential errors switch at once; transient ones after a jittered backoff."""
         cfg = self._config()
-        backoff = Backoff(cfg.tables.get("retry"), self._clock())
+        started, backoff = self._clock(), None  # the backoff is made on the first transient failure
         tried, last = set(), None
         for _ in range(cfg.max_retries + 1):
             entry = self._pick_closed(tried)
@@ -77,6 +77,7 @@ class KeyedProvider:
                     continue
                 if exc.outcome.action == ue.TRANSIENT:
                     tried.discard(entry.key)  # not its fault: usable again, after the others (gateway.md §7.2)
+                    backoff = backoff or Backoff(cfg.tables.get("retry"), started)
                     delay = backoff.next_delay(self._clock(), self._rand())
                     if delay is None:
                         break
