@@ -12,6 +12,7 @@ from typing import Mapping
 
 from .. import errors
 from .claude_web_account import parse_rfc3339
+from .sse import json_bytes
 from .upstream_errors import (CLIENT, OK, PARK, RETIRE, TRANSIENT, TRANSIENT_STATUSES, Outcome,
                               classify, read_body, reset_time)
 
@@ -179,11 +180,7 @@ def usage_from_message(body: dict) -> tuple[int, int]:
 # ---------------------------------------------------------------- model echo (§6.5)
 
 
-def _compact(obj) -> bytes:
-    try:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate escaped in the upstream JSON: keep it escaped
-        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+_compact = json_bytes  # a lone surrogate escaped in the upstream JSON stays escaped
 
 
 def _rewrite_payload(payload: bytes, model: str) -> bytes | None:

@@ -6,7 +6,6 @@ separately. Account logic lives in claude_web_account.py, stream logic in claude
 
 from __future__ import annotations
 
-import json
 from typing import NamedTuple
 
 from ..errors import BadRequest
@@ -17,6 +16,7 @@ from .claude_web_account import (  # noqa: F401
 )
 from .claude_web_stream import RawEvents, WebEvents  # noqa: F401
 from .model_rules import split_model_suffixes
+from .sse import dumps
 
 SEP_REAL_ROLES = "\n\n\x08"  # the backspace keeps claude.ai from reading labels as turn markers
 SEP_PLAIN = "\n\n"
@@ -121,7 +121,7 @@ class _Collector:
         elif kind == "document":
             return self.source(block.get("source"), "document") or None
         elif kind == "tool_use":
-            args = json.dumps(block.get("input", {}), ensure_ascii=False, separators=(",", ":"))
+            args = dumps(block.get("input", {}))
             return f"[Tool call {block.get('name', '')} id={block.get('id', '')}] {args}"
         elif kind == "tool_result":
             flag = " error" if block.get("is_error") else ""

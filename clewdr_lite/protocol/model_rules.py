@@ -6,6 +6,7 @@ no longer knows, so the request is rewritten to the nearest shape the model acce
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 THINKING_SUFFIX = "-thinking"
@@ -72,6 +73,7 @@ def _generation(name: str) -> tuple[int, int] | None:
     return None
 
 
+@lru_cache(maxsize=512)  # pure, and read for every Claude-family request
 def parse_model(model: str) -> ModelInfo | None:
     """Line and generation of a model string (suffixes ignored); None for unknown models."""
     name = split_model_suffixes(model)[0].lower()

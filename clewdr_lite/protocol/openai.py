@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 from typing import Callable, Mapping
 
 from ..errors import BadRequest
 from .lenient import tool_input
+from .sse import dumps
 
 DEFAULT_MAX_TOKENS = 8192
 THINKING_OUTPUTS = ("reasoning_content", "think_tags", "drop")
 JSON_OBJECT_INSTRUCTION = "Respond with a single JSON object only."
 WEB_SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search"}
 
-# compact JSON with non-ASCII kept, as OpenAI itself writes tool arguments
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # §12: Anthropic stop_reason -> OpenAI finish_reason
 _FINISH = {

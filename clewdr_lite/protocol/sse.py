@@ -11,8 +11,19 @@ COMMENT_KEEPALIVE = b": keep-alive\n\n"
 _UTF8_BOM = "\ufeff"
 # SSE line ends are \r\n, \n and \r only; str.splitlines() would also split on \x85, \u2028 ….
 _LINE_END = re.compile(r"\r\n|\r|\n")
-# One encoder instance: json.dumps() builds a fresh JSONEncoder on every call with non-default options.
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# One encoder instance each: json.dumps() builds a fresh JSONEncoder on every call with non-default
+# options. `dumps`: compact JSON text, non-ASCII kept (as OpenAI and Anthropic write it).
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ascii_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def json_bytes(obj: object) -> bytes:
+    """Compact JSON as UTF-8 bytes; a lone surrogate (valid JSON, not UTF-8) stays \\u-escaped."""
+    text = dumps(obj)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _ascii_dumps(obj).encode("ascii")
 
 
 class Event(NamedTuple):
@@ -141,7 +152,7 @@ def encode(data: str, event: str | None = None) -> bytes:
 
 def encode_json(obj: object, event: str | None = None) -> bytes:
     """One event whose data is `obj` as compact JSON (non-ASCII kept; JSON never has raw line ends)."""
-    data = _dumps(obj)
+    data = dumps(obj)
     if event is None:
         return f"data: {data}\n\n".encode()
     if "\n" in event or "\r" in event:

@@ -12,6 +12,7 @@ from aiohttp import web
 from clewdr_lite import errors, logs, router, scenarios
 from clewdr_lite.protocol import anthropic, openai, tokens
 from clewdr_lite.protocol.openai_stream import OpenAIStream
+from clewdr_lite.protocol.sse import json_bytes
 from clewdr_lite.server import models
 from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage
 from clewdr_lite.server.app import STATE
@@ -47,7 +48,7 @@ async def read_json(request: web.Request) -> dict:
 def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
     """A compact JSON answer."""
     return web.Response(status=status, content_type=JSON, headers=headers,
-                        body=json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+                        body=json_bytes(data))
 
 
 async def local_answer(request: web.Request, dialect: str, req: dict, text: str, *,

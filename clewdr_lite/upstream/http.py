@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
+from clewdr_lite.protocol.sse import json_bytes
+
 log = logging.getLogger("clewdr_lite.http")
 
 class Timing:
@@ -211,7 +213,7 @@ class AiohttpClient:
                 form.add_field(name, content, filename=filename, content_type=content_type)
             body = form
         elif json is not None:
-            body = _json.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+            body = json_bytes(json)
         if not files and not self.proxy:
             return await self._direct(method, url, headers, body, headers_timeout)
         proxy = None if (self._socks or not self.proxy) else self.proxy
@@ -310,7 +312,7 @@ class CurlClient:
         if files:
             kwargs["multipart"] = self._multipart(files)
         elif json is not None:
-            kwargs["data"] = _json.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+            kwargs["data"] = json_bytes(json)
             kwargs["headers"].setdefault("Content-Type", "application/json")
         elif data is not None:
             kwargs["data"] = data

@@ -47,7 +47,9 @@ class MessagesStream:
         self._chunks = resp.chunks()
         self._held: list[bytes] = []
         self._start_buf: list[bytes] = []
-        self._pending: asyncio.Task | None = None
+        self._pending: asyncio.Task | None = None  # prime()'s reading task while it runs
+        self._holding = False
+        self._ended = False  # the upstream ended while chunks were held
         self._started = False  # message_start rewritten
         self._closed = False
         self.input_tokens = 0  # the prompt's tokens, cache reads and writes included
@@ -117,37 +119,49 @@ class MessagesStream:
         return self._rewrite_start(pending)
 
     async def prime(self) -> None:
-        """Hold chunks until the first content event (or HOLD_SECONDS): early errors can retry."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HOLD_SECONDS
-        while not self.saw_content:
-            self._pending = self._pending or asyncio.ensure_future(self._next_raw())
-            done, _ = await asyncio.wait({self._pending}, timeout=max(0.0, deadline - loop.time()))
-            if not done:
-                return
-            task, self._pending = self._pending, None
+        """Hold chunks until the first content event (or HOLD_SECONDS): early errors can retry.
+
+        One task reads them all (not a task and a wait per chunk: that cost a loop turn per chunk
+        before the first token). When the hold times out the task stops after its read in flight,
+        and raw() takes over from there.
+        """
+        self._holding = True
+        self._pending = asyncio.ensure_future(self._hold())
+        done, _ = await asyncio.wait({self._pending}, timeout=HOLD_SECONDS)
+        self._holding = False
+        if not done:
+            return
+        task, self._pending = self._pending, None
+        try:
+            task.result()
+        except EarlyError:
+            await self.aclose()
+            raise
+
+    async def _hold(self) -> None:
+        """Read into `_held` until content shows, the stream ends or prime() stops holding."""
+        while self._holding and not self.saw_content:
             try:
-                data = task.result()
+                data = await self._next_raw()
             except StopAsyncIteration:
+                self._ended = True
                 return
-            except EarlyError:
-                await self.aclose()
-                raise
             if data:
                 self._held.append(data)
 
     async def raw(self):
         """The client's bytes: held chunks first, then the rest as it arrives."""
         try:
+            if self._pending is not None:  # the hold timed out with a read in flight
+                task, self._pending = self._pending, None
+                await task
             for data in self._held:
                 yield data
             self._held = []
+            if self._ended:
+                raise StopAsyncIteration
             while True:
-                if self._pending is not None:
-                    task, self._pending = self._pending, None
-                    data = await task
-                else:
-                    data = await self._next_raw()
+                data = await self._next_raw()
                 if data:
                     yield data
         except StopAsyncIteration:

@@ -287,3 +287,10 @@ def test_encode_json_round_trip_of_a_whole_stream():
     objs = [json.loads(e.data) for e in decode([ANTHROPIC])]
     raw = b"".join(encode_json(o, o["type"]) for o in objs)
     assert [(e.event, json.loads(e.data)) for e in decode([raw])] == [(o["type"], o) for o in objs]
+
+
+def test_json_bytes_is_compact_utf8_and_keeps_a_lone_surrogate_escaped():
+    from clewdr_lite.protocol.sse import json_bytes
+    assert json_bytes({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
+    assert json_bytes({"a": "\ud83d é"}) == b'{"a":"\\ud83d \\u00e9"}'  # JSON allows it, UTF-8 does not
+    assert json.loads(json_bytes({"a": "\ud83d"})) == {"a": "\ud83d"}
