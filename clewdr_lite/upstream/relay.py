@@ -155,9 +155,9 @@ class MessagesStream:
             if self._pending is not None:  # the hold timed out with a read in flight
                 task, self._pending = self._pending, None
                 await task
-            for data in self._held:
-                yield data
-            self._held = []
+            if self._held:  # already late: one write, not one per upstream chunk
+                held, self._held = b"".join(self._held), []
+                yield held
             if self._ended:
                 raise StopAsyncIteration
             while True:
