@@ -456,3 +456,24 @@ def test_in_memory_store_touches_no_disk(open_store, tmp_path, monkeypatch, path
     assert other.stats()["rows"] == 0  # each memory store is its own database
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_a_large_batch_is_written_whole_with_consecutive_ids(open_store):
+    s = open_store(batch_rows=1000)
+    for n in range(300):  # one batch: 256 + 32 + 8 + 4 rows in four INSERTs
+        s.record(row(request_id=f"r{n}", stream=1, fallback_used=0, estimated=0))
+    s.flush()
+    assert [s.get(i)["request_id"] for i in (1, 256, 257, 300)] == ["r0", "r255", "r256", "r299"]
+    assert s.get(301) is None and s.stats()["write_errors"] == 0
+
+
+def test_insert_size_follows_sqlites_parameter_limit():
+    import sqlite3
+
+    from clewdr_lite import store
+    conn = sqlite3.connect(":memory:")
+    assert store._largest_chunk(conn) * (len(store.NAMES) + 1) <= conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite before 3.32
+    assert store._largest_chunk(conn) == 32
+    assert store.chunk_sizes(300, 32) == [32] * 9 + [8, 4] and store.chunk_sizes(0, 32) == []
+    conn.close()
