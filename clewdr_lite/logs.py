@@ -38,10 +38,7 @@ class ClockFormatter(logging.Formatter):
         return f"{self._prefix}.{int((created - second) * 1000):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._prefix = second, time.strftime("%H:%M:%S", time.localtime(second))
-        line = f"{self._prefix}.{int(record.msecs):03d} {record.levelname:<5} {record.getMessage()}"
+        line = f"{self.stamp(record.created)} {record.levelname:<5} {record.getMessage()}"
         if record.exc_info or record.stack_info:
             if record.exc_info and not record.exc_text:
                 record.exc_text = self.formatException(record.exc_info)

@@ -139,6 +139,10 @@ class UsageTracker:
         """Uncached + cache-write + cache-read input tokens."""
         return sum(self._input.values())
 
+    def as_usage(self) -> dict:
+        """The counts as an Anthropic `usage` object (the input fields the upstream reported)."""
+        return {**self._input, "output_tokens": self.output_tokens}
+
     def feed(self, event: dict) -> None:
         """Take one decoded stream event."""
         kind = event.get("type")
@@ -180,9 +184,6 @@ def usage_from_message(body: dict) -> tuple[int, int]:
 # ---------------------------------------------------------------- model echo (§6.5)
 
 
-_compact = json_bytes  # a lone surrogate escaped in the upstream JSON stays escaped
-
-
 def _rewrite_payload(payload: bytes, model: str) -> bytes | None:
     try:
         obj = json.loads(payload)
@@ -194,7 +195,7 @@ def _rewrite_payload(payload: bytes, model: str) -> bytes | None:
     if not isinstance(message, dict) or message.get("model") == model:
         return None
     message["model"] = model  # an existing key keeps its place in the object
-    return _compact(obj)
+    return json_bytes(obj)  # a lone surrogate escaped in the upstream JSON stays escaped
 
 
 def _rewrite_line(line: bytes, model: str) -> bytes:

@@ -27,10 +27,7 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
     if stream:
         if dialect == errors.ANTHROPIC:
             response = await send_stream(request, result.raw(), RawOut())  # pass-through fast path
-            note_usage(request, {"input_tokens": result.input_tokens - result.cache_read - result.cache_write,
-                                 "cache_read_input_tokens": result.cache_read,
-                                 "cache_creation_input_tokens": result.cache_write,
-                                 "output_tokens": result.output_tokens})
+            note_usage(request, result.usage.as_usage())
             return response
         out = OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
                            include_usage=include_usage, thinking_output=config.thinking_output)

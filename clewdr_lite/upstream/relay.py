@@ -17,6 +17,7 @@ import uuid
 from typing import Callable
 
 from clewdr_lite.protocol import upstream_errors as ue
+from clewdr_lite.protocol.claude_code_response import UsageTracker
 from clewdr_lite.protocol.sse import SSEDecoder, encode_json
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 
@@ -52,23 +53,18 @@ class MessagesStream:
         self._ended = False  # the upstream ended while chunks were held
         self._started = False  # message_start rewritten
         self._closed = False
-        self.input_tokens = 0  # the prompt's tokens, cache reads and writes included
-        self.cache_read = self.cache_write = 0
-        self.output_tokens = 0
+        self.usage = UsageTracker()  # read from message_start and message_delta as they pass
         self.saw_content = False
         self.saw_stop = False
 
-    def _track(self, event: dict) -> None:
-        kind = event.get("type")
-        usage = (event.get("message") or {}).get("usage") if kind == "message_start" else event.get("usage")
-        if not isinstance(usage, dict):
-            return
-        if kind == "message_start":
-            self.cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-            self.cache_read = int(usage.get("cache_read_input_tokens") or 0)
-            self.input_tokens = int(usage.get("input_tokens") or 0) + self.cache_write + self.cache_read
-        if usage.get("output_tokens") is not None:
-            self.output_tokens = int(usage["output_tokens"])  # cumulative: the last value wins
+    @property
+    def input_tokens(self) -> int:
+        """The prompt's tokens, cache reads and writes included."""
+        return self.usage.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.usage.output_tokens
 
     def _inspect(self, chunk: bytes) -> list[dict]:
         """Decode a chunk; returns the parsed payloads of the events we read (start, delta, error)."""
@@ -82,8 +78,9 @@ class MessagesStream:
                     data = json.loads(ev.data)
                 except ValueError:
                     continue
-                self._track(data)
-                parsed.append(data)
+                if isinstance(data, dict):
+                    self.usage.feed(data)
+                    parsed.append(data)
         return parsed
 
     def _rewrite_start(self, chunk: bytes) -> bytes:

@@ -63,7 +63,7 @@ async def test_chunks_are_held_until_content_then_passed_on():
     resp.queue.put_nowait(None)
     await reader
     assert b"".join(got).endswith(STOP) and resp.closed
-    assert (s.input_tokens, s.cache_read) == (10, 3)
+    assert s.input_tokens == 10 and s.usage.as_usage()["cache_read_input_tokens"] == 3
 
 
 async def test_the_hold_ends_after_its_time_and_later_chunks_flow_at_once(monkeypatch):

@@ -1,0 +1,60 @@
+"""The request log's row per request (gateway.md §11.2): usage split, failover, estimates, client."""
+
+from __future__ import annotations
+
+import anthropic
+
+from tests.conftest import PASSWORD, make_cookie
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.anthropic_wire import Script
+
+KEY = "sk-ant-api03-" + "r" * 40
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def console(name: str, api: FakeAnthropic, models: list[str]) -> dict:
+    return {"name": name, "type": "anthropic", "base_url": api.origin, "keys": [KEY], "models": models}
+
+
+def rows(proxy, n: int) -> list[dict]:
+    proxy.state.store.flush()
+    return proxy.state.store.recent(n)
+
+
+async def test_cache_tokens_and_the_client_are_logged_streamed_or_not(clock, start_proxy):
+    async with FakeAnthropic(clock=clock) as api:
+        api.add_key(KEY)
+        api.reply = Script(text="cached answer", input_tokens=12, cache_read_input_tokens=30,
+                           cache_creation_input_tokens=5)
+        proxy = await start_proxy({"providers": [console("console", api, ["claude-*"])]})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            await c.messages.create(model="claude-sonnet-4-6", max_tokens=20, messages=MSG)
+            async with c.messages.stream(model="claude-sonnet-4-6", max_tokens=20, messages=MSG) as s:
+                await s.get_final_message()
+        streamed, whole = rows(proxy, 2)
+    for row, stream in ((whole, 0), (streamed, 1)):
+        assert row["stream"] == stream and row["provider"] == "console"
+        assert (row["input_tokens"], row["cache_read_tokens"], row["cache_write_tokens"]) == (47, 30, 5)
+        assert row["estimated"] == 0 and row["fallback_used"] == 0 and row["client_ip"] == "127.0.0.1"
+
+
+async def test_a_request_served_by_a_fallback_provider_says_so(clock, start_proxy):
+    async with FakeAnthropic(clock=clock) as first, FakeAnthropic(clock=clock) as second:
+        first.add_key(KEY, behaviour="overloaded")
+        second.add_key(KEY)
+        proxy = await start_proxy({"providers": [console("one", first, []), console("two", second, [])],
+                                   "aliases": {"smart": ["one/claude-sonnet-4-6", "two/claude-sonnet-4-6"]},
+                                   "max_retries": 0})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            await c.messages.create(model="smart", max_tokens=20, messages=MSG)
+        (row,) = rows(proxy, 1)
+    assert row["provider"] == "two" and row["fallback_used"] == 1
+
+
+async def test_claude_web_counts_are_marked_as_estimates(fake_web, start_proxy):
+    fake_web.add_account(make_cookie(1))
+    proxy = await start_proxy({"rproxy": fake_web.base_url}, cookies=[make_cookie(1)])
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+        await c.messages.create(model="claude-sonnet-4-6", max_tokens=20, messages=MSG)
+    (row,) = rows(proxy, 1)
+    assert row["provider"] == "claude_web" and row["estimated"] == 1 and row["input_tokens"] > 0
