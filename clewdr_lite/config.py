@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
+try:  # Python 3.11+; tomlkit (imported when needed) reads on 3.10
+    import tomllib
+except ImportError:
+    tomllib = None
 
 PASSWORD_ALPHABET = "23456789abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
 PASSWORD_LENGTH = 64
@@ -331,13 +333,18 @@ def _structured(text: str):
 
 def _fragment(text: str):
     """One TOML value written as text; ValueError when it is not exactly one value."""
+    if tomllib is None:
+        import tomlkit
+        loads, failure = (lambda t: tomlkit.parse(t).unwrap()), tomlkit.exceptions.TOMLKitError
+    else:
+        loads, failure = tomllib.loads, tomllib.TOMLDecodeError
     try:
-        doc = tomlkit.parse("v = " + text)
-    except (TOMLKitError, ValueError) as exc:
+        doc = loads("v = " + text)
+    except (failure, ValueError) as exc:
         raise ValueError(str(exc)) from None
-    if list(doc.keys()) != ["v"]:
+    if list(doc) != ["v"]:
         raise ValueError("not a single TOML value")
-    return doc.unwrap()["v"]
+    return doc["v"]
 
 
 def _type_name(value) -> str:

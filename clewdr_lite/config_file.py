@@ -1,7 +1,7 @@
 """clewdr.toml on disk: where it is, reading it, and saving it without losing the user's edits.
 
-Saves edit the tomlkit document in place (comments, key order and formatting survive; only
-changed keys are rewritten), never write environment values (compat.md quirk 4), merge an edit
+The file is read with tomllib. Saves edit the tomlkit document in place (config_doc.py: comments,
+key order and formatting survive; only changed keys are rewritten), never write environment values (compat.md quirk 4), merge an edit
 made on disk while we ran (quirk 6), and replace the file atomically with mode 0600 (§4.4).
 """
 
@@ -10,18 +10,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import tomlkit
-from tomlkit.exceptions import ParseError, TOMLKitError
-from tomlkit.container import Container
-from tomlkit.items import AoT, Array, Comment, InlineTable, Table
+from clewdr_lite import lazy
+from clewdr_lite.config import KINDS, MASK, Config, parse
 
-from clewdr_lite.config import DEFAULTS, KINDS, MASK, Config, parse
+try:  # Python 3.11+: reading needs no tomlkit (about a megabyte resident with its document)
+    import tomllib
+except ImportError:  # Python 3.10 reads with tomlkit
+    tomllib = None
+
+docs = lazy.module("clewdr_lite.config_doc")  # tomlkit: only to write the file, or explain an error
 
 _log = logging.getLogger(__name__)
 
@@ -34,8 +36,6 @@ _POOL_LOCKS = {
     "gemini_keys": ("gemini_keys",),
     "vertex.credentials": ("vertex",),
 }
-# The field that tells two entries of an array of tables apart
-_IDENTITY_FIELDS = ("cookie", "key", "client_email", "name", "id")
 
 DEFAULT_TOML = '''\
 # clewdr-lite configuration. A ClewdR clewdr.toml loads unchanged, and ClewdR can load this one.
@@ -166,22 +166,30 @@ class ConfigError(Exception):
         self.path, self.message, self.line, self.column = path, message, line, column
 
 
-def parse_text(path: Path, data: bytes) -> tomlkit.TOMLDocument:
-    """The tomlkit document of a file's bytes; ConfigError with the line and column."""
+def decode(path: Path, data: bytes) -> str:
+    """A file's text; ConfigError with the line and column of the first byte that is not UTF-8."""
     try:
-        text = data.decode("utf-8-sig")  # Windows editors may add a BOM
+        return data.decode("utf-8-sig")  # Windows editors may add a BOM
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigError(path, "not UTF-8 text", line, column) from None
-    try:
-        doc = tomlkit.parse(text)
-        doc.unwrap()  # some structural errors only show when the values are built
-    except ParseError as exc:
-        raise ConfigError(path, str(exc), exc.line, exc.col) from None
-    except (TOMLKitError, ValueError) as exc:
-        raise ConfigError(path, str(exc)) from None
-    return doc
+
+
+def parse_text(path: Path, data: bytes):
+    """The tomlkit document of a file's bytes; ConfigError with the line and column."""
+    return docs.parse_text(path, data)
+
+
+def read_values(path: Path, data: bytes):
+    """The values of a file's bytes (a plain dict); tomlkit explains the error when it has one."""
+    text = decode(path, data)
+    if tomllib is not None:
+        try:
+            return tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, ValueError):
+            pass  # tomlkit's message names the line and column, as it always did
+    return docs.parse_text(path, data)
 
 
 class ConfigFile:
@@ -192,7 +200,10 @@ class ConfigFile:
         self._no_fs = no_fs
         self._clock = clock
         self._lock = threading.Lock()
-        self._document: tomlkit.TOMLDocument | None = None  # parsed by load(); the template until then
+        # The file's values as last read (plain); the tomlkit document of the same bytes is built
+        # by the first edit (the template when there is no file) and then holds the truth.
+        self._values: dict | None = None
+        self._document = None
         self._seen: tuple[tuple | None, bytes | None] = (None, None)  # (stat, bytes) last read/written
         self._pending: list[tuple[str, object]] = []  # edits made in memory, not yet on disk
         self._env_locked: frozenset[str] = frozenset()
@@ -201,14 +212,18 @@ class ConfigFile:
         self._last_write_ts = 0
 
     @property
-    def _doc(self) -> tomlkit.TOMLDocument:
-        if self._document is None:  # the commented template costs tens of ms to parse: only if used
-            self._document = tomlkit.parse(DEFAULT_TOML)
+    def _doc(self):
+        """The tomlkit document, parsed from the bytes last read on first use."""
+        if self._document is None:
+            data = self._seen[1]
+            self._document = docs.template() if data is None else parse_text(self.path, data)
         return self._document
 
-    @_doc.setter
-    def _doc(self, doc: tomlkit.TOMLDocument) -> None:
-        self._document = doc
+    def _current(self):
+        """What parse() reads: the document once built, else the values read."""
+        if self._document is None and self._values is not None:
+            return self._values
+        return self._doc
 
     @property
     def no_fs(self) -> bool:
@@ -218,11 +233,17 @@ class ConfigFile:
     def load(self, environ: Mapping[str, str]) -> tuple[Config, list[str]]:
         """Read the file (the default document when missing) and parse it; ConfigError if corrupt."""
         with self._lock:
-            doc, seen = self._read()
-            for key, value in self._pending:  # edits a failed write left behind
-                _apply(doc, key, value)
-            self._doc, self._seen = doc, seen
-            cfg, warnings = parse(self._doc, environ)
+            data, seen = self._read()
+            if data is None or self._pending:  # the template, or edits a failed write left behind
+                doc = docs.template() if data is None else parse_text(self.path, data)
+                for key, value in self._pending:
+                    docs.apply(doc, key, value)
+                values = None
+            else:
+                values = read_values(self.path, data)
+                doc = None if type(values) is dict else values  # tomlkit's, after a tomllib error
+            self._seen, self._values, self._document = seen, values, doc
+            cfg, warnings = parse(self._current(), environ)
             self._env_locked = cfg.env_locked
             self._no_fs = self._no_fs or cfg.no_fs
             # generated passwords go into the document, so later parses keep them and a save stores them
@@ -233,7 +254,7 @@ class ConfigFile:
     def snapshot(self, environ: Mapping[str, str]) -> tuple[Config, list[str]]:
         """Parse the in-memory document again (after a save), without reading the disk."""
         with self._lock:
-            cfg, warnings = parse(self._doc, environ)
+            cfg, warnings = parse(self._current(), environ)
             self._env_locked = cfg.env_locked
         return cfg, warnings
 
@@ -294,21 +315,22 @@ class ConfigFile:
     def _edit(self, key: str, value) -> bool:
         # only real changes are replayed over an external edit, so a hand edit of a key we did
         # not change survives the merge
-        changed = _apply(self._doc, key, value)
+        changed = docs.apply(self._doc, key, value)
         if changed:
             self._pending.append((key, value))
         return changed
 
-    def _read(self) -> tuple[tomlkit.TOMLDocument, tuple[tuple | None, bytes | None]]:
+    def _read(self) -> tuple[bytes | None, tuple[tuple | None, bytes | None]]:
+        """The file's bytes (None when missing) and its signature."""
         try:
             # stat before reading: a change in between then shows up as a change next time
             stat = _signature(self.path)
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return tomlkit.parse(DEFAULT_TOML), (None, None)
+            return None, (None, None)
         except OSError as exc:
             raise ConfigError(self.path, f"cannot be read: {exc.strerror or exc}") from None
-        return parse_text(self.path, data), (stat, data)
+        return data, (stat, data)
 
     def _changed(self) -> bool:
         stat, data = self._seen
@@ -330,13 +352,14 @@ class ConfigFile:
         merged = False
         if self._changed():
             try:
-                doc, _ = self._read()
+                data, _ = self._read()
+                doc = docs.template() if data is None else parse_text(self.path, data)
             except ConfigError:
                 self._errors += 1
                 raise
             for key, value in self._pending:
-                _apply(doc, key, value)
-            self._doc, merged = doc, True
+                docs.apply(doc, key, value)
+            self._document, merged = doc, True
             _log.warning("%s was edited while clewdr-lite ran; merged the edit with the pending "
                          "changes", self.path)
         data = self._doc.as_string().encode("utf-8")
@@ -410,164 +433,3 @@ def _plain(value):
     return value
 
 
-# ── in-place document edits ─────────────────────────────────────────────────────────────────
-
-
-def _apply(doc, key: str, value) -> bool:
-    """Set a top-level key (or vertex.credentials) in the document; True if anything changed."""
-    if key != "vertex.credentials":
-        if key not in doc and value == DEFAULTS.get(key, object()):
-            return False  # a default is not pinned into a file that never set it
-        return _sync_key(doc, key, value)
-    if "vertex" not in doc:
-        if not value:
-            return False
-        doc.append("vertex", tomlkit.table(is_super_table=True))
-    vertex = doc["vertex"]
-    changed = _sync_key(vertex, "credentials", value)
-    if "credential" in vertex:  # the legacy single account is merged into the list on load
-        del vertex["credential"]
-        changed = True
-    return changed
-
-
-def _sync_key(container, key: str, value) -> bool:
-    """Make container[key] equal value, editing as little of the document as possible."""
-    old = container.get(key)
-    if value is None or (value in ([], {}) and (old is None or isinstance(old, AoT))):
-        if old is None:
-            return False
-        del container[key]  # TOML has no null; an empty array of tables is no key at all
-        return True
-    if old is None:
-        top = isinstance(value, dict) and isinstance(container, tomlkit.TOMLDocument)
-        _add(container, key, _table(value, header=True) if top else _item(value, None))
-        return True
-    if _unwrap(old) == value:
-        return False
-    if isinstance(value, dict) and isinstance(old, (Table, InlineTable)):
-        _sync_table(old, value)
-    elif isinstance(old, AoT) and _is_records(value):
-        _sync_aot(old, value)
-    else:
-        container[key] = _item(value, old)
-    return True
-
-
-def _sync_table(table, value: dict) -> None:
-    for key in [k for k in table if k not in value]:
-        del table[key]
-    for key, item in value.items():
-        _sync_key(table, key, item)
-
-
-def _sync_aot(aot: AoT, entries: list[dict]) -> None:
-    """Update an array of tables, reusing each entry's table (and its comments) by identity."""
-    old_ids = [_identity(t) for t in aot]
-    if old_ids == [_identity(e) for e in entries[: len(old_ids)]]:
-        # the usual pool change: same entries, maybe new ones at the end
-        for table, entry in zip(aot, entries):
-            _sync_table(table, entry)
-        for entry in entries[len(old_ids):]:
-            aot.append(_table(entry, header=True))
-        return
-    spare = {ident: table for ident, table in zip(old_ids, aot) if ident is not None}
-    tables = []
-    for entry in entries:
-        table = spare.pop(_identity(entry), None)
-        if table is None:
-            table = _table(entry, header=True)
-        else:
-            _sync_table(table, entry)
-        tables.append(table)
-    while len(aot):
-        del aot[0]
-    for table in tables:
-        aot.append(table)
-
-
-def _identity(entry) -> tuple | None:
-    for name in _IDENTITY_FIELDS:
-        if name in entry:
-            return (name, _unwrap(entry[name]))
-    return None
-
-
-def _add(container, key: str, item) -> None:
-    """Add a new key under its commented-out example, else after the last plain key."""
-    body = container if isinstance(container, Container) else container.value
-    at = None
-    if not isinstance(item, (Table, AoT)) and not isinstance(container, InlineTable):
-        at = _example_line(body, key)
-        if at is None:
-            # not at the very end: that is often a comment heading the tables below
-            plain = [i for i, (k, v) in enumerate(body.body)
-                     if k is not None and not isinstance(v, (Table, AoT))]
-            at = plain[-1] if plain else None
-    if at is not None and at + 1 < len(body.body) and hasattr(body, "_insert_at"):
-        body._insert_at(at + 1, key, item)  # private tomlkit API, guarded; a plain add works too
-    else:
-        container[key] = item
-
-
-def _example_line(body: Container, key: str) -> int | None:
-    example = re.compile(rf"#\s*{re.escape(key)}\s*=")
-    for index, (name, item) in enumerate(body.body):
-        if name is None and isinstance(item, Comment) and example.match(item.trivia.comment):
-            return index
-    return None
-
-
-def _item(value, like):
-    """A tomlkit item for a plain value, in the style of the item it replaces."""
-    if isinstance(value, dict):
-        if isinstance(like, InlineTable) or (len(value) == 1 and not _nested(value)):
-            # short externally tagged values ({ Restricted = ts }) read best inline, as ClewdR writes
-            return _inline(value)
-        return _table(value)
-    if _is_records(value):
-        if isinstance(like, Array):
-            array = tomlkit.array().multiline(True)
-            array.extend(_inline(v) for v in value)
-            return array
-        aot = tomlkit.aot()
-        for entry in value:
-            aot.append(_table(entry, header=True))
-        return aot
-    return tomlkit.item(value)
-
-
-def _table(value: dict, *, header: bool = False) -> Table:
-    table = tomlkit.table()
-    if header:
-        table.trivia.indent = "\n"  # a blank line before a [header] or [[header]] of our own
-    # plain keys before sub-tables, so the table reads like ClewdR's own output
-    for key in sorted(value, key=lambda k: isinstance(value[k], dict) or _is_records(value[k])):
-        table.append(key, _item(value[key], None))
-    return table
-
-
-def _inline(value: dict) -> InlineTable:
-    table = tomlkit.inline_table()
-    for key, item in value.items():
-        if isinstance(item, dict):
-            table.append(key, _inline(item))
-        elif _is_records(item):
-            array = tomlkit.array()
-            array.extend(_inline(v) for v in item)
-            table.append(key, array)
-        else:
-            table.append(key, tomlkit.item(item))
-    return table
-
-
-def _nested(value: dict) -> bool:
-    return any(isinstance(v, (dict, list)) for v in value.values())
-
-
-def _is_records(value) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _unwrap(item):
-    return item.unwrap() if hasattr(item, "unwrap") else item

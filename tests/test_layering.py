@@ -203,3 +203,26 @@ def test_providers_that_are_not_configured_cost_no_import():
 def test_the_probe_sees_curl_cffi_when_it_is_imported():
     pytest.importorskip("curl_cffi")
     assert loads_curl_cffi("curl_cffi") is True
+
+
+TOML_PROBE = """
+import sys, pathlib, tempfile
+from clewdr_lite.config_file import ConfigFile
+path = pathlib.Path(tempfile.mkdtemp()) / "clewdr.toml"
+path.write_text('# mine\\npassword = "{p}"\\nadmin_password = "{p}"\\nport = 8484  # keep\\n')
+file = ConfigFile(path, no_fs=False)
+config, _ = file.load({{}})
+read_only = "tomlkit" in sys.modules
+file.save(settings={{"port": 9000}})
+config, _ = file.snapshot({{}})
+print(read_only, "tomlkit" in sys.modules, config.port, path.read_text().splitlines()[0],
+      path.read_text().splitlines()[3])
+""".format(p="p" * 24)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is new in Python 3.11; 3.10 reads with tomlkit")
+def test_reading_the_config_leaves_tomlkit_for_the_first_save():
+    done = subprocess.run([sys.executable, "-c", TOML_PROBE], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "9000", "#", "mine", "port", "=", "9000", "#", "keep"]
