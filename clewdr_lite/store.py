@@ -4,7 +4,8 @@ One writer thread owns the write connection. `record()` only appends a row to an
 the thread commits whatever is queued in ONE transaction at most about once per `batch_s` (sooner
 at `batch_rows` rows, on `flush()` or `close()`), so an SD card or phone flash sees one small write
 a second, not one per request. Reads use a second connection (WAL lets it read while the writer
-writes); they block, so the server calls them, `Store(...)` and `close()` via `asyncio.to_thread`.
+writes); they block, so the server calls them and `close()` via `asyncio.to_thread` (it opens
+the store before it listens, when blocking the loop keeps no request waiting).
 Under `no_fs` (path None or ":memory:") the database lives in memory and, since a private memory
 database cannot be opened twice, reads share the writer's connection under a lock.
 

@@ -9,9 +9,8 @@ import uuid
 
 from aiohttp import web
 
-from clewdr_lite import errors, logs, router, scenarios
-from clewdr_lite.protocol import anthropic, openai, tokens
-from clewdr_lite.protocol.openai_stream import OpenAIStream
+from clewdr_lite import errors, lazy, logs, router, scenarios
+from clewdr_lite.protocol import anthropic, tokens
 from clewdr_lite.protocol.sse import json_bytes
 from clewdr_lite.server import models
 from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage
@@ -20,6 +19,9 @@ from clewdr_lite.server.hub import aggregate, hub_call, respond_hub
 from clewdr_lite.server.middleware import public
 from clewdr_lite.server.streaming import AnthropicOut, send_stream
 from clewdr_lite.upstream.relay import new_msg_id
+
+openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
+openai_stream = lazy.module("clewdr_lite.protocol.openai_stream")
 
 log = logging.getLogger("clewdr_lite.api")
 
@@ -71,7 +73,7 @@ async def local_answer(request: web.Request, dialect: str, req: dict, text: str,
 def _stream_out(dialect: str, model: str, config, include_usage: bool):
     if dialect == errors.ANTHROPIC:
         return AnthropicOut()
-    return OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
+    return openai_stream.OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
                         include_usage=include_usage, thinking_output=config.thinking_output)
 
 

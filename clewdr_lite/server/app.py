@@ -238,11 +238,13 @@ async def _open_store(state: State) -> None:
     from clewdr_lite.store import Store  # sqlite3 is loaded when first needed (DESIGN.md §5.11)
 
     log_table = state.config.tables.get("log") or {}
+    # opened on the loop: this runs before the server listens, so nothing waits, and no executor
+    # thread is started (and kept, idle, for the life of the process) just to open a file
     try:
-        state.store = await asyncio.to_thread(Store, _db_path(state), bodies=log_table.get("bodies", False))
+        state.store = Store(_db_path(state), bodies=log_table.get("bodies", False))
     except Exception as exc:  # a broken database must not stop the proxy: log in memory instead
         log.error("clewdr.db unusable (%s); keeping the request log in memory", exc)
-        state.store = await asyncio.to_thread(Store, None)
+        state.store = Store(None)
     for key in state.client_keys.keys if state.client_keys else ():
         if key.budget_usd is not None:  # seed the in-memory budget totals (gateway.md §9.5)
             from clewdr_lite.client_keys import period_start

@@ -12,12 +12,14 @@ import uuid
 
 from aiohttp import web
 
-from clewdr_lite import errors
-from clewdr_lite.protocol import anthropic, openai
-from clewdr_lite.protocol.openai_stream import OpenAIStream
+from clewdr_lite import errors, lazy
+from clewdr_lite.protocol import anthropic
 from clewdr_lite.server.accounting import note_usage
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.streaming import AnthropicOut, send_stream
+
+openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
+openai_stream = lazy.module("clewdr_lite.protocol.openai_stream")
 
 
 async def aggregate(events) -> dict:
@@ -70,7 +72,7 @@ async def respond_hub(request: web.Request, result, dialect: str, *, model: str,
 
     config = request.app[STATE].config
     if stream:
-        out = AnthropicOut() if dialect == errors.ANTHROPIC else OpenAIStream(
+        out = AnthropicOut() if dialect == errors.ANTHROPIC else openai_stream.OpenAIStream(
             model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
             include_usage=include_usage, thinking_output=config.thinking_output)
         return await send_stream(request, result, out)

@@ -8,14 +8,16 @@ import uuid
 
 from aiohttp import web
 
-from clewdr_lite import errors, logs
-from clewdr_lite.protocol import anthropic, openai
-from clewdr_lite.protocol.openai_stream import OpenAIStream
+from clewdr_lite import errors, lazy, logs
+from clewdr_lite.protocol import anthropic
 from clewdr_lite.server.accounting import acct, admit, note_usage
 from clewdr_lite.server.api import json_response, local_answer, read_json
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.streaming import send_stream
 from clewdr_lite.upstream.relay import RawOut
+
+openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
+openai_stream = lazy.module("clewdr_lite.protocol.openai_stream")
 
 log = logging.getLogger("clewdr_lite.api")
 
@@ -29,7 +31,7 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
             response = await send_stream(request, result.raw(), RawOut())  # pass-through fast path
             note_usage(request, result.usage.as_usage())
             return response
-        out = OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
+        out = openai_stream.OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
                            include_usage=include_usage, thinking_output=config.thinking_output)
         return await send_stream(request, result.events(), out)
     note_usage(request, result.get("usage") if isinstance(result, dict) else None)

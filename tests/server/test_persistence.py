@@ -104,3 +104,13 @@ async def test_admin_config_masks_and_merges(tmp_path, fake_web, start_proxy):
     text = path.read_text()
     assert 'custom_h = "User"' in text and "max_retries = 2" in text and "# keep this" in text
     assert "********" not in text
+
+
+async def test_the_request_log_opens_without_starting_an_executor_thread(tmp_path, fake_web, start_proxy):
+    # an idle executor thread would be kept for the life of the process just to open a file
+    import asyncio
+
+    proxy = await start_from_file(start_proxy, write_config(tmp_path / "clewdr.toml", fake_web, []))
+    assert proxy.state.store is not None and proxy.state.store.path == tmp_path / "clewdr.db"
+    assert (tmp_path / "clewdr.db").exists()
+    assert asyncio.get_running_loop()._default_executor is None
