@@ -95,6 +95,24 @@ class SSEDecoder:
         lines.pop()  # the region ends with a line end, so the last piece is always ""
         return self._lines(lines)
 
+    def feed_sparse(self, chunk: bytes, markers: tuple[bytes, ...]) -> list[Event]:
+        """feed() for a caller that wants only the events containing one of `markers` (bytes
+        without line ends): when the decoder is between events, the whole events a chunk completes
+        are passed over undecoded if none of them holds a marker (or an `id:` field, which
+        outlives its event). Otherwise, and for `\r` line ends, the chunk is decoded as feed()
+        does. Every event returned is one feed() returns; every event with a marker is returned.
+        """
+        if (self._pending or self._cr or self._data is not None or self._event or not self._started
+                or b"\r" in chunk):
+            return self.feed(chunk)
+        end = chunk.rfind(b"\n\n") + 2
+        if end < 2:
+            return self.feed(chunk)
+        region = chunk[:end] if end < len(chunk) else chunk
+        if b"\nid:" in region or region.startswith(b"id:") or any(m in region for m in markers):
+            return self.feed(chunk)
+        return self.feed(chunk[end:]) if end < len(chunk) else []
+
     def close(self) -> list[Event]:
         """End of stream: return the last event if it had data but no closing blank line.
 

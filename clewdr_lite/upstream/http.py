@@ -122,15 +122,24 @@ else:  # pragma: no cover - Python 3.10
     within = asyncio.wait_for
 
 
+def _never() -> bool:
+    return False
+
+
 class Response:
     """An upstream response whose body may still be arriving."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], reader, closer, whole=None) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str], reader, closer, whole=None,
+                 body=None) -> None:
         self.status = status
         self.headers = headers
         self._reader = reader
         self._closer = closer
         self._whole = whole  # the backend's own read-it-all, when it has one
+        # The lean client's body: `ready()` says the next chunk (or the end) is here and reading
+        # will not wait; `await wait_ready(timeout)` waits for that without reading. None elsewhere.
+        self.ready = body.ready if body is not None else _never
+        self.wait_ready = body.wait if body is not None else None
 
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives."""
@@ -267,7 +276,7 @@ class AiohttpClient:
         async def closer():
             answer.abort()
 
-        return Response(status, head, reader, closer, whole)
+        return Response(status, head, reader, closer, whole, answer)
 
     async def close(self) -> None:
         """Close the pools."""

@@ -226,6 +226,11 @@ def _expire(head: asyncio.Future) -> None:
         head.set_exception(asyncio.TimeoutError())
 
 
+def _settle(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _bad(message: str) -> Malformed:
     return Malformed(f"malformed answer: {message}")
 
@@ -281,6 +286,26 @@ class _Body:
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def ready(self) -> bool:
+        """True when next() returns without waiting: something arrived, or the answer ended."""
+        return bool(self._pieces) or self._done
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait at most `timeout` s until next() would return at once; whether it would now.
+
+        Nothing is read and nothing is cancelled, so a caller can give up waiting and read on later.
+        """
+        if not self._pieces and not self._done:
+            loop = self.conn.loop
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(max(timeout, 0.0), _settle, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self.ready()
 
     async def next(self, idle_timeout: float) -> bytes | None:
         """What arrived since the last call (waiting for something), or None at the end."""

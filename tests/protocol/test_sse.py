@@ -177,6 +177,49 @@ def test_random_multi_cuts_and_empty_chunks(name):
         assert decode(chunks) == want, cuts
 
 
+MARKERS = (b"message_delta", b"message_stop", b"persists")
+
+
+def decode_sparse(chunks) -> list[Event]:
+    decoder = SSEDecoder()
+    events: list[Event] = []
+    for chunk in chunks:
+        events += decoder.feed_sparse(chunk, MARKERS)
+    return events + decoder.close()
+
+
+def wanted(event: Event) -> bool:
+    return any(m.decode() in event.event + event.data for m in MARKERS)
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_sparse_feeding_returns_every_marked_event_and_only_real_ones(name):
+    stream, want, rng = FIXTURES[name], expected(name), random.Random("sparse" + name)
+    cuttings = [[stream]] + [[stream[:i], stream[i:]] for i in range(0, len(stream) + 1, 7)]
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(len(stream) + 1), rng.randint(2, 6)))
+        cuttings.append([stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])])
+    for chunks in cuttings:
+        got = decode_sparse(chunks)
+        assert [e for e in got if wanted(e)] == [e for e in want if wanted(e)], chunks
+        rest = iter(want)
+        assert all(any(e == w for w in rest) for e in got), chunks  # a subsequence of feed()'s
+
+
+def test_sparse_feeding_passes_over_whole_unmarked_events_undecoded():
+    decoder = SSEDecoder()
+    head, deltas = ANTHROPIC.split(b"event: content_block_delta\n", 1)
+    assert [e.event for e in decoder.feed(head)] == ["message_start", "content_block_start", "ping"]
+    body = b"event: content_block_delta\n" + deltas
+    cut = body.index(b"event: message_delta")
+    assert decoder.feed_sparse(body[:cut], MARKERS) == []      # two deltas and a block stop skipped
+    assert [e.event for e in decoder.feed_sparse(body[cut:], MARKERS)] == ["message_delta", "message_stop"]
+    # an id field outlives its event: never skipped
+    decoder = SSEDecoder()
+    decoder.feed(b"data: first\n\n")
+    assert decoder.feed_sparse(b"id: 9\ndata: x\n\n", MARKERS) == [Event("", "x", "9")]
+
+
 @pytest.mark.parametrize(
     ("chunks", "events"),
     [

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+from collections import deque
 
 import pytest
 
+from clewdr_lite.protocol.sse import encode_json
 from clewdr_lite.upstream import relay
 from clewdr_lite.upstream.relay import EarlyError, MessagesStream
 
@@ -25,18 +28,51 @@ OVERLOADED = event("error", {"error": {"type": "overloaded_error", "message": "b
 
 
 class Scripted:
-    """An upstream answer whose chunks the test releases one by one (None ends it)."""
+    """An upstream answer whose chunks the test releases one by one (None ends it).
 
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue = asyncio.Queue()
+    `lean=True` behaves as the lean client's answer (ready() / wait_ready(), the hold waits in the
+    caller's task); otherwise as aiohttp's or curl_cffi's (the hold reads in a task).
+    """
+
+    def __init__(self, lean: bool) -> None:
+        self.items: deque = deque()
+        self.arrived = asyncio.Event()
         self.closed = False
+        self.wait_ready = self._wait if lean else None
+
+    def put(self, *chunks) -> None:
+        self.items.extend(chunks)
+        self.arrived.set()
 
     async def chunks(self):
-        while (chunk := await self.queue.get()) is not None:
+        while True:
+            while not self.items:
+                self.arrived.clear()
+                await self.arrived.wait()
+            chunk = self.items.popleft()
+            if chunk is None:
+                return
             yield chunk
+
+    def ready(self) -> bool:
+        return bool(self.items)
+
+    async def _wait(self, timeout: float) -> bool:
+        if not self.items:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), max(timeout, 0))
+            except asyncio.TimeoutError:
+                pass
+        return self.ready()
 
     async def close(self) -> None:
         self.closed = True
+
+
+@pytest.fixture(params=["lean", "task"])
+def upstream(request):
+    return lambda: Scripted(lean=request.param == "lean")
 
 
 def stream(resp: Scripted) -> MessagesStream:
@@ -48,10 +84,9 @@ async def collect(gen, into: list) -> None:
         into.append(data)
 
 
-async def test_chunks_are_held_until_content_then_passed_on():
-    resp = Scripted()
-    for chunk in (START, PING, BLOCK, DELTA):
-        resp.queue.put_nowait(chunk)
+async def test_chunks_are_held_until_content_then_passed_on(upstream):
+    resp = upstream()
+    resp.put(START, PING, BLOCK, DELTA)
     s = stream(resp)
     await s.prime()
     got: list[bytes] = []
@@ -59,48 +94,108 @@ async def test_chunks_are_held_until_content_then_passed_on():
     await asyncio.sleep(0.01)
     assert b'"model":"client-model"' in got[0] and b"upstream-model" not in got[0]  # echoed model
     assert got[0].endswith(PING + BLOCK) and got[1:] == [DELTA]  # the held chunks in one write
-    resp.queue.put_nowait(STOP)
-    resp.queue.put_nowait(None)
+    resp.put(STOP)
+    resp.put(None)
     await reader
     assert b"".join(got).endswith(STOP) and resp.closed
     assert s.input_tokens == 10 and s.usage.as_usage()["cache_read_input_tokens"] == 3
 
 
-async def test_the_hold_ends_after_its_time_and_later_chunks_flow_at_once(monkeypatch):
+async def test_the_hold_ends_after_its_time_and_later_chunks_flow_at_once(monkeypatch, upstream):
     monkeypatch.setattr(relay, "HOLD_SECONDS", 0.05)
-    resp = Scripted()
-    resp.queue.put_nowait(START)
+    resp = upstream()
+    resp.put(START)
     s = stream(resp)
     await asyncio.wait_for(s.prime(), 1)  # no content yet: prime gives up holding
     got: list[bytes] = []
     reader = asyncio.ensure_future(collect(s.raw(), got))
-    resp.queue.put_nowait(PING)           # the read in flight when the hold ended
+    resp.put(PING)           # arrives after the hold ended (a task's read may be in flight)
     await asyncio.sleep(0.01)
-    assert len(got) == 1 and b"message_start" in got[0] and got[0].endswith(PING)
-    resp.queue.put_nowait(BLOCK)
+    assert b"message_start" in got[0] and got[-1].endswith(PING) and len(got) <= 2
+    resp.put(BLOCK)
     await asyncio.sleep(0.01)
     assert got[-1] == BLOCK               # passed on as it arrived, not held for content
-    for chunk in (DELTA, STOP, None):
-        resp.queue.put_nowait(chunk)
+    resp.put(DELTA, STOP, None)
     await reader
     assert got[-1] == STOP
 
 
-async def test_an_error_before_content_is_early_and_retryable():
-    resp = Scripted()
-    for chunk in (START, OVERLOADED):
-        resp.queue.put_nowait(chunk)
+async def test_an_error_before_content_is_early_and_retryable(upstream):
+    resp = upstream()
+    resp.put(START, OVERLOADED)
     with pytest.raises(EarlyError):
         await stream(resp).prime()
     assert resp.closed
 
 
-async def test_an_end_before_content_is_reported_in_the_stream():
-    resp = Scripted()
-    for chunk in (START, None):
-        resp.queue.put_nowait(chunk)
+async def test_an_end_before_content_is_reported_in_the_stream(upstream):
+    resp = upstream()
+    resp.put(START, None)
     s = stream(resp)
     await s.prime()
     got: list[bytes] = []
     await collect(s.raw(), got)
     assert b"message_start" in got[0] and b"upstream connection lost" in got[-1]
+
+
+async def test_chunks_already_here_are_held_without_a_task_or_a_loop_turn():
+    resp = Scripted(lean=True)
+    resp.put(START, PING, BLOCK, DELTA)
+    s = stream(resp)
+    turned = []
+    asyncio.get_running_loop().call_soon(turned.append, True)
+    tasks = len(asyncio.all_tasks())
+    await s.prime()
+    assert turned == [] and len(asyncio.all_tasks()) == tasks  # the first token waits for nothing
+    got: list[bytes] = []
+    resp.put(STOP)
+    resp.put(None)
+    await collect(s.raw(), got)
+    assert got[0].endswith(BLOCK) and b"client-model" in got[0] and got[1:] == [DELTA, STOP]
+
+
+async def test_an_error_already_here_ends_the_hold_at_once_for_a_retry(upstream):
+    resp = upstream()
+    resp.put(START, OVERLOADED)
+    s = stream(resp)
+    with pytest.raises(EarlyError) as caught:
+        await s.prime()
+    assert caught.value.outcome.action == "transient" and resp.closed
+
+
+async def test_a_first_event_alone_is_held_and_the_content_awaited(upstream):
+    resp = upstream()
+    resp.put(START)  # the upstream sent message_start; the model has not begun
+    s = stream(resp)
+    primed = asyncio.ensure_future(s.prime())
+    await asyncio.sleep(0.01)
+    assert not primed.done()
+    resp.put(BLOCK)
+    await asyncio.wait_for(primed, 1)
+    assert s.saw_content
+
+
+MESSAGE_DELTA = event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 42}})
+BURST = START + BLOCK + DELTA * 50 + event("content_block_stop", {"index": 0}) + MESSAGE_DELTA + STOP
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+async def test_any_chunking_gives_the_same_bytes_usage_and_end(upstream, line_end):
+    whole = BURST.replace(b"\n", line_end)
+    rng = random.Random(line_end)
+    cuttings = [[whole]] + [[whole[:i], whole[i:]] for i in range(1, len(whole), 97)]
+    for _ in range(60):
+        cuts = sorted(rng.sample(range(1, len(whole)), rng.randint(1, 8)))
+        cuttings.append([whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)])])
+    start = json.loads(START.split(b"data: ", 1)[1])
+    start["message"]["model"] = "client-model"
+    want = encode_json(start, event="message_start") + whole[len(START.replace(b"\n", line_end)):]
+    for chunks in cuttings:
+        resp = upstream()
+        resp.put(*chunks, None)
+        s = stream(resp)
+        await s.prime()
+        got: list[bytes] = []
+        await collect(s.raw(), got)
+        assert b"".join(got) == want, chunks  # byte for byte, only message_start's model echoed
+        assert (s.input_tokens, s.output_tokens, s.saw_stop) == (10, 42, True), chunks

@@ -152,6 +152,36 @@ async def test_pieces_arrive_as_sent_not_buffered():
         srv.close()
 
 
+async def test_waiting_for_a_piece_reads_nothing_and_can_give_up():
+    gate = asyncio.Event()
+
+    async def slow(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await gate.wait()
+        writer.write(b"5\r\nfirst\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    client = http.AiohttpClient()
+    try:
+        resp = await client.request("GET", f"http://127.0.0.1:{port}/", stream=True)
+        assert resp.wait_ready is not None and not resp.ready()
+        assert await resp.wait_ready(0.02) is False             # gave up; the answer goes on
+        gate.set()
+        assert await asyncio.wait_for(resp.wait_ready(5), 1) is True and resp.ready()
+        pieces = resp.chunks()
+        assert await pieces.__anext__() == b"first"             # waiting read nothing
+        assert await resp.wait_ready(5) is True                 # the end is here too
+        assert [p async for p in pieces] == []
+    finally:
+        await client.close()
+        srv.close()
+
+
 async def test_until_close_gzip_deflate_and_interim_answers():
     text = b"hello " * 200
     answers = iter([
