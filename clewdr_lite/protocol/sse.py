@@ -97,21 +97,24 @@ class SSEDecoder:
 
     def feed_sparse(self, chunk: bytes, markers: tuple[bytes, ...]) -> list[Event]:
         """feed() for a caller that wants only the events containing one of `markers` (bytes
-        without line ends): when the decoder is between events, the whole events a chunk completes
-        are passed over undecoded if none of them holds a marker (or an `id:` field, which
-        outlives its event). Otherwise, and for `\r` line ends, the chunk is decoded as feed()
-        does. Every event returned is one feed() returns; every event with a marker is returned.
+        without line ends): when the decoder is between events, the whole events that open the
+        chunk before the first marker are passed over undecoded (unless one has an `id:` field,
+        which outlives its event). The rest, chunks arriving mid-event and `\r` line ends are
+        decoded as feed() does. Every event returned is one feed() returns; every event with a
+        marker is returned.
         """
         if (self._pending or self._cr or self._data is not None or self._event or not self._started
                 or b"\r" in chunk):
             return self.feed(chunk)
-        end = chunk.rfind(b"\n\n") + 2
-        if end < 2:
+        first = len(chunk)
+        for marker in markers:
+            at = chunk.find(marker, 0, first)
+            if at >= 0:
+                first = at
+        skip = chunk.rfind(b"\n\n", 0, first) + 2  # the end of the last whole event before it
+        if skip < 2 or b"\nid:" in chunk[:skip] or chunk.startswith(b"id:"):
             return self.feed(chunk)
-        region = chunk[:end] if end < len(chunk) else chunk
-        if b"\nid:" in region or region.startswith(b"id:") or any(m in region for m in markers):
-            return self.feed(chunk)
-        return self.feed(chunk[end:]) if end < len(chunk) else []
+        return self.feed(chunk[skip:]) if skip < len(chunk) else []
 
     def close(self) -> list[Event]:
         """End of stream: return the last event if it had data but no closing blank line.
