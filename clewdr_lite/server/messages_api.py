@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -44,9 +45,16 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
 
 
 def _log_request(req: dict, dialect: str, model: str, upstream: str) -> None:
-    logs.info(log, f"[REQ] stream: {bool(req.get('stream'))}, msgs: {len(req['messages'])}, model: {model}, "
-                   f"think: {bool(req.get('thinking'))}, format: {'OpenAI' if dialect == errors.OPENAI else 'Claude'}, "
-                   f"upstream: {upstream}")
+    """ClewdR's [REQ] line, written on the next loop turn: while the upstream is being asked, not
+    on the way to it (the request's facts are taken now)."""
+    asyncio.get_running_loop().call_soon(
+        _req_line, bool(req.get("stream")), len(req["messages"]), model, bool(req.get("thinking")),
+        "OpenAI" if dialect == errors.OPENAI else "Claude", upstream)
+
+
+def _req_line(stream: bool, msgs: int, model: str, think: bool, form: str, upstream: str) -> None:
+    logs.info(log, f"[REQ] stream: {stream}, msgs: {msgs}, model: {model}, think: {think}, "
+                   f"format: {form}, upstream: {upstream}")
 
 
 async def serve_code(request: web.Request, req: dict, dialect: str, *, include_usage: bool = False,

@@ -81,6 +81,21 @@ class KeepAlive:
             self._writing.cancel()
 
 
+class EventStream(web.StreamResponse):
+    """An SSE response whose headers go out with its first event: one write before the first
+    token, not two. send_stream() still flushes them on the next loop turn when no event is ready.
+    (aiohttp ≥ 3.12 honours the flag; older versions send the headers at prepare(), as before.)"""
+
+    _send_headers_immediately = False
+
+
+def _flush_headers(writer) -> None:
+    try:
+        writer.send_headers()
+    except (ConnectionError, RuntimeError):
+        pass  # the client left before anything was sent; the stream's own write notices
+
+
 def _keepalive_of(out) -> None:
     if not hasattr(out, "keepalive"):
         out.keepalive = lambda: COMMENT_KEEPALIVE
@@ -90,9 +105,11 @@ async def send_stream(request: web.Request, events: AsyncIterator[dict], out,
                       headers: dict | None = None) -> web.StreamResponse:
     """Stream `events` through translator `out` (feed/close/keepalive) to the client."""
     _keepalive_of(out)
-    resp = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
-    await resp.prepare(request)
+    resp = EventStream(headers={**SSE_HEADERS, **(headers or {})})
+    writer = await resp.prepare(request)
     keepalive = KeepAlive(resp, out)
+    if hasattr(writer, "send_headers"):  # events ready now go with the headers; else next turn
+        keepalive.loop.call_soon(_flush_headers, writer)
     try:
         async for event in events:
             if type(event) is dict and event.get("type") in _USAGE_EVENTS:

@@ -231,3 +231,17 @@ async def test_short_retry_after_is_waited_out_when_no_other_key(api, start_prox
         msg = await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
     assert msg.content and clock.now - before >= 5  # waited exactly the reset, then served
     assert api.keys[K1].calls["messages"] == 2
+
+
+async def test_each_request_logs_its_req_line(api, start_proxy, caplog):
+    api.add_key(K1)
+    proxy = await keyed(start_proxy, api, keys=(K1,))
+    caplog.set_level("INFO", logger="clewdr_lite")
+    async with client(proxy) as c:
+        await c.messages.create(model=MODEL, max_tokens=100, messages=MSG * 3)
+        async with c.messages.stream(model=MODEL, max_tokens=100, messages=MSG) as s:
+            await s.get_final_message()
+    lines = [r.getMessage() for r in caplog.records if "[REQ]" in r.getMessage()]
+    assert lines == [
+        f"[REQ] stream: False, msgs: 3, model: {MODEL}, think: False, format: Claude, upstream: console",
+        f"[REQ] stream: True, msgs: 1, model: {MODEL}, think: False, format: Claude, upstream: console"]
