@@ -13,7 +13,7 @@ import time
 from aiohttp import web
 
 from clewdr_lite.client_keys import cost
-from clewdr_lite.errors import ProxyError, anthropic_type
+from clewdr_lite.errors import anthropic_type
 from clewdr_lite.protocol.tokens import estimate_request, estimate_text
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.middleware import cors_headers, dialect_of
@@ -65,9 +65,15 @@ def note_event(request: web.Request, event: dict) -> None:
 
 @web.middleware
 async def timing(request: web.Request, handler):
-    """Start the request's clock and expose it to the upstream clients."""
+    """The outermost layer: start the request's clock and expose it to the upstream clients; count
+    the request when it ends; put CORS and the x-clewdr-* headers on every response it returns
+    (errors included: the funnel inside has rendered them). A stream adds them itself before it
+    starts (send_stream), so no prepare signal runs for every response."""
     if not request.path.startswith(INFERENCE_PREFIXES) or request.method != "POST":
-        return await handler(request)
+        response = await handler(request)
+        if not response.prepared:
+            cors_headers(request, response)
+        return response
     clock = Timing(arrived=time.monotonic())
     request[TIMING_KEY] = clock
     request[ACCT_KEY] = _new_record()
@@ -77,10 +83,9 @@ async def timing(request: web.Request, handler):
     try:
         response = await handler(request)
         status = response.status
+        if not response.prepared:
+            decorate(request, response)
         return response
-    except (web.HTTPException, ProxyError) as exc:  # rendered by the funnel outside this middleware
-        status = exc.status
-        raise
     finally:
         TIMING.reset(token)
         _finished(request, clock, status)
@@ -146,8 +151,8 @@ def _finished(request: web.Request, clock: Timing, status: int) -> None:
                                client_key=record.get("key_id"))
 
 
-async def response_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """The one response hook (each signal handler costs a coroutine per response): CORS, x-clewdr-*."""
+def decorate(request: web.Request, response: web.StreamResponse) -> None:
+    """CORS and the x-clewdr-* headers, on a response not yet prepared."""
     cors_headers(request, response)
     headers_hook(request, response)
 

@@ -39,7 +39,9 @@ async def read_json(request: web.Request) -> dict:
     if not raw.strip():
         raise errors.BadRequest("Request body is empty; send a JSON object")
     try:
-        body = json.loads(raw)
+        # UTF-8 text, as JSON on the wire is: json.loads(bytes) would sniff the encoding first (a
+        # UTF-16 body, "{\x00", or a BOM still takes that way)
+        body = json.loads(raw.decode() if raw[:1] == b"{" and raw[1:2] != b"\x00" else raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.BadRequest(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

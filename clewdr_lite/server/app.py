@@ -180,8 +180,7 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
                                     middleware, static)
 
     app = web.Application(client_max_size=int(config.max_body_mb * 1024 * 1024),
-                          middlewares=[middleware.error_funnel, accounting.timing, middleware.authenticate])
-    app.on_response_prepare.append(accounting.response_headers)
+                          middlewares=[accounting.timing, middleware.error_funnel, middleware.authenticate])
     pool = cookie_records(config, now=clock())
     state = State(config=config, config_file=config_file, pool=pool, clock=clock,
                   http_backend=_backend(http_backend), started=clock())

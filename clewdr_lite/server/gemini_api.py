@@ -10,7 +10,7 @@ from aiohttp import web
 
 from clewdr_lite import errors, lazy
 from clewdr_lite.protocol import tokens
-from clewdr_lite.server.accounting import acct, admit
+from clewdr_lite.server.accounting import acct, admit, decorate
 from clewdr_lite.server.api import json_response, read_json, route_for
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import hub_call
@@ -130,6 +130,7 @@ async def _maybe_keepalive(request: web.Request, call):
     if done:
         return task.result()
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    decorate(request, resp)
     await resp.prepare(request)
     deadline = asyncio.get_running_loop().time() + config.gemini_keepalive_max - KEEPALIVE_FIRST_S
     while not task.done():

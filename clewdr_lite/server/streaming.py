@@ -10,7 +10,7 @@ from aiohttp import web
 
 from clewdr_lite import errors
 from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, encode_json
-from clewdr_lite.server.accounting import note_event
+from clewdr_lite.server.accounting import decorate, note_event
 
 log = logging.getLogger("clewdr_lite.server")
 
@@ -106,6 +106,7 @@ async def send_stream(request: web.Request, events: AsyncIterator[dict], out,
     """Stream `events` through translator `out` (feed/close/keepalive) to the client."""
     _keepalive_of(out)
     resp = EventStream(headers={**SSE_HEADERS, **(headers or {})})
+    decorate(request, resp)
     writer = await resp.prepare(request)
     keepalive = KeepAlive(resp, out)
     if hasattr(writer, "send_headers"):  # events ready now go with the headers; else next turn

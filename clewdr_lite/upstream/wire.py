@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import ssl
 import sys
 import time
@@ -353,27 +354,46 @@ class _Body:
             self.conn.transport.close()
 
 
-def _request_bytes(method: str, parts, host: str, port: int, headers, body: bytes | None) -> bytes:
-    """The request line, headers (aiohttp's defaults where the caller gave none) and body."""
+@functools.lru_cache(maxsize=256)
+def _target(url: str) -> tuple:
+    """A URL parsed once (a provider's few URLs are asked thousands of times): the origin key, the
+    request line after the method, the Host line, and an Authorization line from user:pass@ or ""."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme, parts.hostname
+    if scheme not in ("http", "https") or not host:
+        raise aiohttp.InvalidURL(url)
+    port = parts.port or (443 if scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not target.isascii() or " " in target or '"' in target:  # as yarl would send it
         target = quote(target, safe=SAFE_IN_TARGET)
-    default_port = port == (443 if parts.scheme == "https" else 80)
-    given = {k.lower() for k in headers} if headers else set()
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    if parts.username is not None and "authorization" not in given:  # http://user:pass@host/
+    default_port = port == (443 if scheme == "https" else 80)
+    auth = ""
+    if parts.username is not None:  # http://user:pass@host/
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        lines.append(f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n")
+        auth = f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n"
+    host_line = f"Host: {f'[{host}]' if ':' in host else host}{'' if default_port else f':{port}'}\r\n"
+    return (scheme, host, port), f" {target} HTTP/1.1\r\n", host_line, auth
+
+
+_SKIPPED = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def _request_bytes(method: str, target: tuple, headers, body: bytes | None) -> bytes:
+    """The request line, headers (aiohttp's defaults where the caller gave none) and body."""
+    _, line, host_line, auth = target
+    given = {k.lower() for k in headers} if headers else frozenset()
+    lines = [method, line]
+    if auth and "authorization" not in given:
+        lines.append(auth)
     if "host" not in given:
-        lines.append(f"Host: {f'[{host}]' if ':' in host else host}{'' if default_port else f':{port}'}\r\n")
+        lines.append(host_line)
     lines += [f"{name}: {value}\r\n" for name, value in DEFAULTS if name.lower() not in given]
-    for name, value in (headers.items() if headers else ()):
-        if name.lower() in ("content-length", "transfer-encoding", "connection"):
-            continue
-        value = str(value)
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+    if headers:
+        items = [(name, str(value)) for name, value in headers.items() if name.lower() not in _SKIPPED]
+        text = "".join([name + value for name, value in items])
+        if "\r" in text or "\n" in text:
             raise ValueError("Newline or carriage return character detected in HTTP status message or header")
-        lines.append(f"{name}: {value}\r\n")
+        lines += [f"{name}: {value}\r\n" for name, value in items]
     if body is not None or method in ("POST", "PUT", "PATCH"):
         if body is not None and "content-type" not in given:
             lines.append("Content-Type: application/octet-stream\r\n")
@@ -439,16 +459,13 @@ class LeanClient:
     async def request(self, method: str, url: str, headers, body: bytes | None, deadline: float):
         """Send; return (status, headers, _Body) once the headers are in, within `deadline` seconds
         (asyncio.TimeoutError after that)."""
-        parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname
-        if scheme not in ("http", "https") or not host:
-            raise aiohttp.InvalidURL(url)
-        port = parts.port or (443 if scheme == "https" else 80)
-        data = _request_bytes(method, parts, host, port, headers, body)
+        target = _target(url)
+        data = _request_bytes(method, target, headers, body)
         head_only = method == "HEAD"
         loop = asyncio.get_running_loop()
         expires = loop.time() + deadline
-        conn = self._pooled((scheme, host, port))
+        origin = scheme, host, port = target[0]
+        conn = self._pooled(origin)
         if conn is not None:
             try:
                 return await self._exchange(loop, conn, data, head_only, expires)

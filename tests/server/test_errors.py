@@ -216,3 +216,40 @@ async def test_cors_on_inference_routes_only(proxy):
         async with s.get(proxy.url + "/api/version", headers={"Origin": "http://app.local"}) as r:
             assert "Access-Control-Allow-Origin" not in r.headers
             assert (await r.text()).startswith("clewdr-lite v")
+
+
+@pytest.mark.parametrize("encode", [
+    lambda t: t.encode(),
+    lambda t: t.encode("utf-8-sig"),
+    lambda t: t.encode("utf-16-le"),
+    lambda t: t.encode("utf-16"),
+])
+async def test_a_json_body_is_read_in_any_encoding_json_allows(proxy, encode):
+    # parsed (the missing model is what it reports), whatever the encoding
+    text = json.dumps({"messages": [{"role": "user", "content": "héllo 世界"}], "max_tokens": 10}, ensure_ascii=False)
+    status, data, _ = await post(proxy, "/v1/messages", encode(text))
+    assert status == 400 and "model" in anthropic_error(data, "invalid_request_error")
+
+
+async def test_a_body_that_is_not_utf8_is_refused_clearly(proxy):
+    status, data, _ = await post(proxy, "/v1/messages", b'{"model": "\xff\xfe", "messages": []}')
+    assert status == 400 and "not valid JSON" in anthropic_error(data, "invalid_request_error")
+
+
+async def test_cors_and_clewdr_headers_on_errors_streams_and_listings(proxy):
+    origin = {"Origin": "http://app.local"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.url + "/v1/messages", data=b"{not json", headers={**AUTH, **origin}) as r:
+            assert r.status == 400 and r.headers["Access-Control-Allow-Origin"] == "http://app.local"
+            assert "x-clewdr-overhead-ms" in r.headers and r.headers["x-clewdr-attempts"] == "0"
+        async with s.post(proxy.url + "/v1/messages", json={"model": MODEL, "messages": MSGS}, headers=origin) as r:
+            assert r.status == 401 and r.headers["Access-Control-Allow-Origin"] == "http://app.local"
+        async with s.post(proxy.url + "/v1/messages", headers={**AUTH, **origin}, json={
+                "model": MODEL, "messages": MSGS, "max_tokens": 10, "stream": True}) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+            assert r.headers["Access-Control-Allow-Origin"] == "http://app.local"
+            assert float(r.headers["x-clewdr-overhead-ms"]) >= 0
+            assert b"message_stop" in await r.read()
+        async with s.get(proxy.url + "/v1/models", headers={**AUTH, **origin}) as r:
+            assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "http://app.local"
+            assert "x-clewdr-overhead-ms" not in r.headers  # a listing, not a proxied request
