@@ -84,7 +84,8 @@ async def timing(request: web.Request, handler):
         response = await handler(request)
         status = response.status
         if not response.prepared:
-            decorate(request, response)
+            cors_headers(request, response)
+            _clewdr_headers(request, response, clock, request[ACCT_KEY])
         return response
     finally:
         TIMING.reset(token)
@@ -159,17 +160,22 @@ def decorate(request: web.Request, response: web.StreamResponse) -> None:
 
 def headers_hook(request: web.Request, response: web.StreamResponse) -> None:
     """x-clewdr-overhead-ms, x-clewdr-provider, x-clewdr-attempts on proxied responses (§12.1)."""
-    clock = request.get(TIMING_KEY)
-    if clock is None:
+    try:
+        clock = request[TIMING_KEY]
+    except KeyError:  # not a proxied request
         return
-    metrics_table = request.app[STATE].config.tables.get("metrics") or {}
-    if metrics_table.get("response_headers") is False:
+    _clewdr_headers(request, response, clock, request[ACCT_KEY])
+
+
+def _clewdr_headers(request: web.Request, response: web.StreamResponse, clock: Timing, record: dict) -> None:
+    metrics_table = request.app[STATE].config.tables.get("metrics")
+    if metrics_table and metrics_table.get("response_headers") is False:
         return
-    response.headers["x-clewdr-overhead-ms"] = f"{clock.overhead_ms(time.monotonic()):.2f}"
-    record = request.get(ACCT_KEY) or {}
-    if record.get("provider"):
-        response.headers["x-clewdr-provider"] = record["provider"]
-    response.headers["x-clewdr-attempts"] = str(max(clock.sends, 1 if clock.sends else 0))
+    headers = response.headers
+    headers["x-clewdr-overhead-ms"] = f"{clock.overhead_ms(time.monotonic()):.2f}"
+    if record["provider"]:
+        headers["x-clewdr-provider"] = record["provider"]
+    headers["x-clewdr-attempts"] = str(clock.sends)
 
 
 def _row(request: web.Request, record: dict, clock: Timing, status: int, route: str, now: float) -> dict:

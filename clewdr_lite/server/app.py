@@ -45,8 +45,11 @@ class State:
     google: dict = field(default_factory=dict)  # "gemini" -> AIStudio, "vertex" -> Vertex
 
     def provider(self, name: str):
-        """The Provider value called `name`."""
-        return next(p for p in self.providers if p.name == name)
+        """The Provider value called `name` (KeyError when there is none)."""
+        found = self.provider_named(name)
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def provider_named(self, name: str | None):
         """The Provider called `name`, or None (a dict lookup: once per request)."""
