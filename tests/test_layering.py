@@ -226,3 +226,21 @@ def test_reading_the_config_leaves_tomlkit_for_the_first_save():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "9000", "#", "mine", "port", "=", "9000", "#", "keep"]
+
+
+WEB_PROBE = """
+import sys
+from clewdr_lite.config import parse
+from clewdr_lite.server.app import STATE, make_app
+config, _ = parse({"password": "p" * 20, "cookie_array": [{"cookie": "sk-ant-sid01-" + "a" * 86 + "-" + "b" * 6 + "AA"}]}, {})
+state = make_app(config)[STATE]
+before = sorted(m for m in sys.modules if m in ("clewdr_lite.upstream.claude_web", "clewdr_lite.upstream.claude_code"))
+web, code = state.web, state.code
+print(before, type(web).__name__, type(code).__name__, code.web is web, state.web is web)
+"""
+
+
+def test_the_claude_ai_and_claude_code_upstreams_are_built_when_first_used():
+    done = subprocess.run([sys.executable, "-c", WEB_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "ClaudeWeb", "ClaudeCode", "True", "True"]

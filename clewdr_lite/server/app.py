@@ -19,8 +19,6 @@ from clewdr_lite.pool import CookiePool, KeyPool
 from clewdr_lite.providers import parse_providers
 from clewdr_lite.protocol import claude_web as web_proto
 from clewdr_lite.upstream import http
-from clewdr_lite.upstream.claude_code import ClaudeCode
-from clewdr_lite.upstream.claude_web import ClaudeWeb
 
 log = logging.getLogger("clewdr_lite")
 
@@ -38,11 +36,32 @@ class State:
     clock: Callable[[], float]
     http_backend: str
     started: float
-    web: ClaudeWeb | None = None
-    code: Any = None
+    rand: Callable[[], float] = random.random
+    sleep: Any = asyncio.sleep
+    _web: Any = None  # the claude.ai upstream, built on first use (see `web`)
+    _code: Any = None  # the Claude Code upstream, built on first use (see `code`)
     providers: tuple = ()
     keyed: dict = field(default_factory=dict)  # provider name -> AnthropicKeys
     google: dict = field(default_factory=dict)  # "gemini" -> AIStudio, "vertex" -> Vertex
+
+    @property
+    def web(self):
+        """The claude.ai upstream (upstream/claude_web.py): its code is imported by the first
+        request or command that needs it, not by a gateway that only relays API keys."""
+        if self._web is None:
+            from clewdr_lite.upstream.claude_web import ClaudeWeb
+            self._web = ClaudeWeb(config=lambda: self.config, pool=self.pool, client=self.client,
+                                  clock=self.clock, rand=self.rand, sleep=self.sleep)
+        return self._web
+
+    @property
+    def code(self):
+        """The Claude Code upstream (OAuth from the cookies), built on first use as `web` is."""
+        if self._code is None:
+            from clewdr_lite.upstream.claude_code import ClaudeCode
+            self._code = ClaudeCode(web=self.web, config=lambda: self.config, plain=self.plain,
+                                    clock=self.clock)
+        return self._code
 
     def provider(self, name: str):
         """The Provider value called `name` (KeyError when there is none)."""
@@ -186,10 +205,7 @@ def make_app(config, *, config_file=None, clock: Callable[[], float] = time.time
                           middlewares=[accounting.timing, middleware.error_funnel, middleware.authenticate])
     pool = cookie_records(config, now=clock())
     state = State(config=config, config_file=config_file, pool=pool, clock=clock,
-                  http_backend=_backend(http_backend), started=clock())
-    state.web = ClaudeWeb(config=lambda: state.config, pool=pool, client=state.client,
-                          clock=clock, rand=rand, sleep=sleep)
-    state.code = ClaudeCode(web=state.web, config=lambda: state.config, plain=state.plain, clock=clock)
+                  http_backend=_backend(http_backend), started=clock(), rand=rand, sleep=sleep)
     state.providers = parse_providers(config.tables, warn=log.warning)
     for provider in state.providers:  # each kind's module is imported only when it is configured
         if provider.type in KEYED_TYPES:
@@ -264,7 +280,8 @@ async def _background(app: web.Application):
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await state.code.close()
+    if state._code is not None:
+        await state._code.close()
     await save_pool(state)
     if state.store is not None:
         await asyncio.to_thread(state.store.close)
