@@ -1,8 +1,9 @@
 """clewdr.toml on disk: where it is, reading it, and saving it without losing the user's edits.
 
 The file is read with tomllib. Saves edit the tomlkit document in place (config_doc.py: comments,
-key order and formatting survive; only changed keys are rewritten), never write environment values (compat.md quirk 4), merge an edit
-made on disk while we ran (quirk 6), and replace the file atomically with mode 0600 (§4.4).
+key order and formatting survive; only changed keys are rewritten), never write environment values
+(compat.md quirk 4), merge an edit made on disk while we ran (quirk 6), and replace the file
+atomically with mode 0600 (§4.4).
 """
 
 from __future__ import annotations

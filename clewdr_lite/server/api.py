@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 
 from aiohttp import web
 
@@ -15,13 +14,12 @@ from clewdr_lite.protocol.sse import json_bytes
 from clewdr_lite.server import models
 from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage
 from clewdr_lite.server.app import STATE
-from clewdr_lite.server.hub import aggregate, hub_call, respond_hub
+from clewdr_lite.server.hub import aggregate, hub_call, respond_hub, stream_out
 from clewdr_lite.server.middleware import public
-from clewdr_lite.server.streaming import AnthropicOut, send_stream
+from clewdr_lite.server.streaming import send_stream
 from clewdr_lite.upstream.relay import new_msg_id
 
 openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
-openai_stream = lazy.module("clewdr_lite.protocol.openai_stream")
 
 log = logging.getLogger("clewdr_lite.api")
 
@@ -65,18 +63,12 @@ async def local_answer(request: web.Request, dialect: str, req: dict, text: str,
         async def events():
             for event in anthropic.message_events(message):
                 yield event
-        return await send_stream(request, events(), _stream_out(dialect, model, config, include_usage))
+        return await send_stream(request, events(), stream_out(dialect, model, config, include_usage))
     if dialect == errors.OPENAI:
         return json_response(openai.from_hub(message, model=model, created=int(time.time()),
                                              thinking_output=config.thinking_output))
     return json_response(message)
 
-
-def _stream_out(dialect: str, model: str, config, include_usage: bool):
-    if dialect == errors.ANTHROPIC:
-        return AnthropicOut()
-    return openai_stream.OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
-                        include_usage=include_usage, thinking_output=config.thinking_output)
 
 
 def route_for(state, model: str, dialect: str, *, bound: str | None = None, default: str = "claude_web",
@@ -248,7 +240,7 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
     events = await state.web.open(ruled, stream=stream, echo_model=model)
     try:
         if stream:
-            return await send_stream(request, events, _stream_out(dialect, model, config, include_usage))
+            return await send_stream(request, events, stream_out(dialect, model, config, include_usage))
         message = await aggregate(events)
     finally:
         log.info("[FIN] elapsed: %.2fs", time.monotonic() - started)

@@ -65,6 +65,14 @@ async def hub_call(request: web.Request, route, req: dict, *, stream: bool, echo
     raise errors.BadRequest(f"provider {route.provider!r} (type {kind}) cannot serve this route yet")
 
 
+def stream_out(dialect: str, model: str, config, include_usage: bool):
+    """The translator that writes hub events in the caller's dialect."""
+    if dialect == errors.ANTHROPIC:
+        return AnthropicOut()
+    return openai_stream.OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
+                                      include_usage=include_usage, thinking_output=config.thinking_output)
+
+
 async def respond_hub(request: web.Request, result, dialect: str, *, model: str, stream: bool,
                       include_usage: bool = False) -> web.StreamResponse:
     """Write a hub result in the Anthropic or OpenAI dialect."""
@@ -72,10 +80,7 @@ async def respond_hub(request: web.Request, result, dialect: str, *, model: str,
 
     config = request.app[STATE].config
     if stream:
-        out = AnthropicOut() if dialect == errors.ANTHROPIC else openai_stream.OpenAIStream(
-            model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
-            include_usage=include_usage, thinking_output=config.thinking_output)
-        return await send_stream(request, result, out)
+        return await send_stream(request, result, stream_out(dialect, model, config, include_usage))
     note_usage(request, result.get("usage"))
     if dialect == errors.OPENAI:
         return json_response(openai.from_hub(result, model=model, created=int(time.time()),

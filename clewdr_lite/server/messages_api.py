@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 
 from aiohttp import web
 
@@ -14,11 +13,11 @@ from clewdr_lite.protocol import anthropic
 from clewdr_lite.server.accounting import acct, admit, note_usage
 from clewdr_lite.server.api import json_response, local_answer, read_json
 from clewdr_lite.server.app import STATE
+from clewdr_lite.server.hub import stream_out
 from clewdr_lite.server.streaming import send_stream
 from clewdr_lite.upstream.relay import RawOut
 
 openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
-openai_stream = lazy.module("clewdr_lite.protocol.openai_stream")
 
 log = logging.getLogger("clewdr_lite.api")
 
@@ -32,9 +31,7 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
             response = await send_stream(request, result.raw(), RawOut())  # pass-through fast path
             note_usage(request, result.usage.as_usage())
             return response
-        out = openai_stream.OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
-                           include_usage=include_usage, thinking_output=config.thinking_output)
-        return await send_stream(request, result.events(), out)
+        return await send_stream(request, result.events(), stream_out(dialect, model, config, include_usage))
     note_usage(request, result.get("usage") if isinstance(result, dict) else None)
     if dialect == errors.OPENAI:
         return json_response(openai.from_hub(result, model=model, created=int(time.time()),

@@ -126,15 +126,18 @@ async def test_chunked_answers_split_anywhere(split):
         assert server.requests[0][1] == b'{"a":1}'
 
 
-async def test_pieces_arrive_as_sent_not_buffered():
+@contextlib.asynccontextmanager
+async def gated(before: bytes, after: bytes):
+    """A server that answers `before`, waits for the gate, then sends `after` and closes; yields
+    (gate, a streamed response from it)."""
     gate = asyncio.Event()
 
     async def slow(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + before)
         await writer.drain()
         await gate.wait()
-        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        writer.write(after)
         await writer.drain()
         writer.close()
 
@@ -142,33 +145,22 @@ async def test_pieces_arrive_as_sent_not_buffered():
     port = srv.sockets[0].getsockname()[1]
     client = http.AiohttpClient()
     try:
-        resp = await client.request("GET", f"http://127.0.0.1:{port}/", stream=True)
-        pieces = resp.chunks()
-        assert await pieces.__anext__() == b"first"           # before the server sent the rest
-        gate.set()
-        assert await pieces.__anext__() == b"second"
+        yield gate, await client.request("GET", f"http://127.0.0.1:{port}/", stream=True)
     finally:
         await client.close()
         srv.close()
 
 
+async def test_pieces_arrive_as_sent_not_buffered():
+    async with gated(b"5\r\nfirst\r\n", b"6\r\nsecond\r\n0\r\n\r\n") as (gate, resp):
+        pieces = resp.chunks()
+        assert await pieces.__anext__() == b"first"           # before the server sent the rest
+        gate.set()
+        assert await pieces.__anext__() == b"second"
+
+
 async def test_waiting_for_a_piece_reads_nothing_and_can_give_up():
-    gate = asyncio.Event()
-
-    async def slow(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await writer.drain()
-        await gate.wait()
-        writer.write(b"5\r\nfirst\r\n0\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    srv = await asyncio.start_server(slow, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    client = http.AiohttpClient()
-    try:
-        resp = await client.request("GET", f"http://127.0.0.1:{port}/", stream=True)
+    async with gated(b"", b"5\r\nfirst\r\n0\r\n\r\n") as (gate, resp):
         assert resp.wait_ready is not None and not resp.ready()
         assert await resp.wait_ready(0.02) is False             # gave up; the answer goes on
         gate.set()
@@ -177,9 +169,6 @@ async def test_waiting_for_a_piece_reads_nothing_and_can_give_up():
         assert await pieces.__anext__() == b"first"             # waiting read nothing
         assert await resp.wait_ready(5) is True                 # the end is here too
         assert [p async for p in pieces] == []
-    finally:
-        await client.close()
-        srv.close()
 
 
 async def test_until_close_gzip_deflate_and_interim_answers():
