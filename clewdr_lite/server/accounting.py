@@ -8,6 +8,7 @@ the first upstream send, plus from the last upstream headers to the client's hea
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from aiohttp import web
@@ -25,6 +26,7 @@ TIMING_KEY = _Key("timing", Timing) if _Key else "timing"
 ACCT_KEY = _Key("acct", dict) if _Key else "acct"
 CLIENT_KEY = _Key("client_key", object) if _Key else "client_key"
 BODY_MAX = 64 * 1024
+log = logging.getLogger("clewdr_lite.server")
 INFERENCE_PREFIXES = ("/v1", "/code/", "/gemini/", "/vertex/", "/messages", "/chat/", "/models")
 
 
@@ -89,7 +91,11 @@ async def timing(request: web.Request, handler):
         return response
     finally:
         TIMING.reset(token)
-        _finished(request, clock, status)
+        try:
+            _finished(request, clock, status)
+        except Exception:  # this layer is outside the funnel: a fault in the log or the metrics
+            # must neither turn an answered request into an error nor reach the client
+            log.exception("request accounting failed on %s %s", request.method, request.path)
 
 
 def admit(request: web.Request, *, model: str, provider: str, upstream_model: str, req: dict) -> None:

@@ -58,3 +58,20 @@ async def test_claude_web_counts_are_marked_as_estimates(fake_web, start_proxy):
         await c.messages.create(model="claude-sonnet-4-6", max_tokens=20, messages=MSG)
     (row,) = rows(proxy, 1)
     assert row["provider"] == "claude_web" and row["estimated"] == 1 and row["input_tokens"] > 0
+
+
+async def test_a_fault_in_the_request_log_never_fails_an_answered_request(clock, start_proxy, caplog):
+    async with FakeAnthropic(clock=clock) as api:
+        api.add_key(KEY)
+        proxy = await start_proxy({"providers": [console("console", api, ["claude-*"])]})
+
+        def broken(row):
+            raise OSError("disk gone")
+        proxy.state.store.record = broken
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            msg = await c.messages.create(model="claude-sonnet-4-6", max_tokens=20, messages=MSG)
+            async with c.messages.stream(model="claude-sonnet-4-6", max_tokens=20, messages=MSG) as s:
+                streamed = await s.get_final_message()
+    assert msg.content[0].text and streamed.content[0].text == msg.content[0].text
+    failures = [r for r in caplog.records if "request accounting failed" in r.getMessage()]
+    assert len(failures) == 2 and "disk gone" in failures[0].exc_text
