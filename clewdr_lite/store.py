@@ -347,13 +347,15 @@ class Store:
         self._body_max = body_max_kb * 1024
         self._wconn = _open_writer(self.path, busy_timeout_ms)
         self._chunk = _largest_chunk(self._wconn)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._rlock = threading.Lock()
         if self.path is None:
-            self._rconn, self._rlock = self._wconn, threading.Lock()
+            self._rconn: sqlite3.Connection | None = self._wconn
+            self._rconn.row_factory = sqlite3.Row
             self._wlock: Any = self._rlock
         else:
-            self._rconn, self._rlock = _open_reader(self.path, busy_timeout_ms), threading.Lock()
+            self._rconn = None  # opened by the first read: a gateway nobody asks keeps one connection
             self._wlock = contextlib.nullcontext()
-        self._rconn.row_factory = sqlite3.Row
         # everything below is shared with the writer thread and guarded by _cond
         self._cond = threading.Condition()
         self._queue: deque = deque()
@@ -439,8 +441,16 @@ class Store:
             self._cond.notify_all()
         self._thread.join()
         with self._rlock:
-            self._rconn.close()
+            if self._rconn is not None:
+                self._rconn.close()
             self._wconn.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        """The read connection, opened on first use (call with `_rlock` held)."""
+        if self._rconn is None:
+            self._rconn = _open_reader(self.path, self._busy_timeout_ms)
+            self._rconn.row_factory = sqlite3.Row
+        return self._rconn
 
     def __enter__(self) -> Store:
         return self
@@ -622,7 +632,7 @@ class Store:
 
     def _read(self, sql: str, params: list | tuple = ()) -> list[dict]:
         with self._rlock:
-            return [dict(row) for row in self._rconn.execute(sql, params)]
+            return [dict(row) for row in self._reader().execute(sql, params)]
 
     def recent(self, limit: int = 100, *, since: float | None = None, before: int | None = None,
                key: str | None = None, provider: str | None = None,
@@ -675,9 +685,9 @@ class Store:
     def stats(self) -> dict:
         """Rows, database size and the writer's counters (for /metrics and the admin UI)."""
         with self._rlock:
-            rows = self._rconn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-            pages = self._rconn.execute("PRAGMA page_count").fetchone()[0]
-            page_size = self._rconn.execute("PRAGMA page_size").fetchone()[0]
+            rows = self._reader().execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+            pages = self._reader().execute("PRAGMA page_count").fetchone()[0]
+            page_size = self._reader().execute("PRAGMA page_size").fetchone()[0]
         size = pages * page_size
         if self.path is not None:
             size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())

@@ -189,7 +189,8 @@ config, _ = parse({"password": "p" * 20, "providers": [
     {"name": "a", "type": "anthropic", "base_url": "http://127.0.0.1:9", "keys": ["sk-ant-api03-x"]}]}, {})
 app = make_app(config)
 print(sorted(m for m in sys.modules if m.startswith(("clewdr_lite.protocol.", "clewdr_lite.upstream."))
-             and m.split(".")[-1].startswith(("gemini", "vertex", "google", "openai"))))
+             and m.split(".")[-1].startswith(("gemini", "vertex", "google", "openai"))
+             or m == "clewdr_lite.scenarios"))
 """
 
 

@@ -113,6 +113,21 @@ def test_rows_are_written_and_read_back(open_store, tmp_path):
     conn.close()
 
 
+def _open_files(path) -> int:
+    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(path) for fd in os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+def test_the_read_connection_is_opened_by_the_first_read(open_store, tmp_path):
+    s = open_store()
+    s.record(row())
+    s.flush()
+    assert _open_files(tmp_path / "clewdr.db") == 1        # the writer's only
+    assert len(s.recent()) == 1
+    assert _open_files(tmp_path / "clewdr.db") == 2        # and now the reader's
+    assert s.stats()["rows"] == 1 and _open_files(tmp_path / "clewdr.db") == 2
+
+
 def test_recent_filters_and_pages_newest_first(open_store):
     s = open_store()
     s.record(row(request_id="a", ts=NOW - 100, client_key_id="k1", provider="gemini", status=200))

@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from clewdr_lite import errors, lazy, logs, router, scenarios
+from clewdr_lite import errors, lazy, logs, router
 from clewdr_lite.protocol import anthropic, tokens
 from clewdr_lite.protocol.sse import json_bytes
 from clewdr_lite.server import models
@@ -20,6 +20,7 @@ from clewdr_lite.server.streaming import send_stream
 from clewdr_lite.upstream.relay import new_msg_id
 
 openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
+scenarios = lazy.module("clewdr_lite.scenarios")  # only with a [router] table
 
 log = logging.getLogger("clewdr_lite.api")
 
@@ -120,7 +121,7 @@ def scenario_route(request: web.Request, state, req: dict, dialect: str):
     """Resolve with Claude Code Router scenarios when `[router]` is on (gateway.md §4); the request
     sent upstream has the sub-agent tag stripped, and the scenario's fallbacks join the candidates."""
     table = state.config.tables.get("router") or {}
-    if not scenarios.router_enabled(table, dialect):
+    if not table or not scenarios.router_enabled(table, dialect):
         return route_for(state, req["model"], dialect), req
     hook = scenarios.make_scenario_hook(table, token_count_fn=tokens.estimate_request, req=req,
                                         dialect=dialect, headers=request.headers)
