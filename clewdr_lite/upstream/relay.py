@@ -17,6 +17,7 @@ import secrets
 import uuid
 from typing import Callable
 
+from clewdr_lite import errors
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.claude_code_response import UsageTracker
 from clewdr_lite.protocol.sse import SSEDecoder, encode_json
@@ -160,6 +161,10 @@ class MessagesStream:
         except EarlyError:
             await self.aclose()
             raise
+        except TRANSPORT_ERRORS as exc:  # the connection broke before any content: retryable too
+            await self.aclose()
+            raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
+                f"upstream connection lost before the first content: {exc}"))) from None
 
     async def _hold_here(self, loop) -> None:
         """Read into `_held` until content shows or the stream ends; waits end at the deadline."""

@@ -245,3 +245,29 @@ async def test_each_request_logs_its_req_line(api, start_proxy, caplog):
     assert lines == [
         f"[REQ] stream: False, msgs: 3, model: {MODEL}, think: False, format: Claude, upstream: console",
         f"[REQ] stream: True, msgs: 1, model: {MODEL}, think: False, format: Claude, upstream: console"]
+
+
+async def test_a_stream_cut_before_its_content_fails_over_cleanly(clock, start_proxy):
+    async with FakeAnthropic(clock=clock) as broken, FakeAnthropic(clock=clock) as good:
+        broken.add_key(K1)
+        good.add_key(K2)
+        broken.cut_after = 1  # message_start, then the connection closes
+        proxy = await start_proxy({
+            "providers": [{"name": "one", "type": "anthropic", "base_url": broken.origin, "keys": [K1]},
+                          {"name": "two", "type": "anthropic", "base_url": good.origin, "keys": [K2]}],
+            "aliases": {"smart": ["one/" + MODEL, "two/" + MODEL]}, "max_retries": 0})
+        async with client(proxy) as c:
+            async with c.messages.stream(model="smart", max_tokens=20, messages=MSG) as s:
+                final = await s.get_final_message()
+            assert final.content[0].text and final.model == "smart"
+            assert broken.cut_streams == 1 and len(good.requests_to("messages")) == 1
+            # with nowhere else to go, the client gets a clean error in its dialect, not a 500
+            alone = await start_proxy({"providers": [
+                {"name": "one", "type": "anthropic", "base_url": broken.origin, "keys": [K1],
+                 "models": ["claude-*"]}], "max_retries": 0})
+            async with client(alone) as c2:
+                with pytest.raises(anthropic.APIStatusError) as caught:
+                    async with c2.messages.stream(model=MODEL, max_tokens=20, messages=MSG) as s:
+                        await s.get_final_message()
+    assert caught.value.status_code in (502, 503)
+    assert "connection lost before the first content" in caught.value.message

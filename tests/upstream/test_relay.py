@@ -7,6 +7,7 @@ import json
 import random
 from collections import deque
 
+import aiohttp
 import pytest
 
 from clewdr_lite.protocol.sse import encode_json
@@ -52,6 +53,8 @@ class Scripted:
             chunk = self.items.popleft()
             if chunk is None:
                 return
+            if isinstance(chunk, BaseException):  # the connection broke
+                raise chunk
             yield chunk
 
     def ready(self) -> bool:
@@ -199,3 +202,12 @@ async def test_any_chunking_gives_the_same_bytes_usage_and_end(upstream, line_en
         await collect(s.raw(), got)
         assert b"".join(got) == want, chunks  # byte for byte, only message_start's model echoed
         assert (s.input_tokens, s.output_tokens, s.saw_stop) == (10, 42, True), chunks
+
+
+async def test_a_connection_lost_before_content_is_early_and_retryable(upstream):
+    resp = upstream()
+    resp.put(START, aiohttp.ClientPayloadError("response closed before its end"))
+    with pytest.raises(EarlyError) as caught:
+        await stream(resp).prime()
+    assert caught.value.outcome.action == "transient" and resp.closed
+    assert caught.value.outcome.error.status in (502, 503)
