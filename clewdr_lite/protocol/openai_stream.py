@@ -27,6 +27,13 @@ def _error_chunk(message: str, kind: str) -> bytes:
     return ("data: " + dumps(body) + "\n\n").encode("utf-8", "replace")
 
 
+def error_chunk(event: dict) -> bytes:
+    """A hub `error` event as an OpenAI stream's error chunk."""
+    error = event.get("error") or {}
+    kind = _ERROR_TYPES.get(error.get("type"), "server_error")
+    return _error_chunk(str(error.get("message") or "upstream error"), kind)
+
+
 class OpenAIStream:
     """Translates one hub event stream into OpenAI chunks: `feed(event)` per event, `close()` once."""
 
@@ -182,6 +189,4 @@ class OpenAIStream:
 
     def _error(self, event: dict) -> bytes:
         self._errored = True
-        error = event.get("error") or {}
-        kind = _ERROR_TYPES.get(error.get("type"), "server_error")
-        return _error_chunk(str(error.get("message") or "upstream error"), kind)
+        return error_chunk(event)

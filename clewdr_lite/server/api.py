@@ -17,6 +17,7 @@ from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import aggregate, hub_call, respond_hub, stream_out
 from clewdr_lite.server.middleware import public
 from clewdr_lite.server.streaming import send_stream
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 from clewdr_lite.upstream.relay import new_msg_id
 
 openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
@@ -180,8 +181,12 @@ class _ModelEcho:
         self._pairs = [(f'"model":{json.dumps(upstream)}'.encode(), f'"model":{json.dumps(echo)}'.encode()),
                        (f'"model": {json.dumps(upstream)}'.encode(), f'"model": {json.dumps(echo)}'.encode())]
 
-    def feed(self, data: bytes) -> bytes:
-        """The bytes, model swapped (a cheap byte replace, no JSON round trip)."""
+    def feed(self, data: bytes | dict) -> bytes:
+        """The bytes, model swapped (a cheap byte replace, no JSON round trip); a hub error event
+        (the upstream failed after the first byte) as the OpenAI error chunk."""
+        if isinstance(data, dict):
+            from clewdr_lite.protocol.openai_stream import error_chunk
+            return error_chunk(data)
         for old, new in self._pairs:
             data = data.replace(old, new)
         return data
@@ -195,6 +200,8 @@ async def _chunks(resp):
     try:
         async for chunk in resp.chunks():
             yield chunk
+    except TRANSPORT_ERRORS as exc:  # after the first byte: an in-stream error, then the end
+        raise errors.UpstreamUnavailable(f"upstream connection lost: {exc}") from None
     finally:
         await resp.close()
 

@@ -193,3 +193,18 @@ async def test_credential_breaker_skips_a_failing_key(clock, start_proxy):
                 assert resp.choices[0].message.content == "ok"
         assert fake.keys[bad].calls["chat"] == 2  # skipped once its breaker opened
         assert proxy.state.breakers.state("oa", bad, clock.now) == "open"
+
+
+async def test_an_openai_stream_cut_midway_ends_with_an_error_chunk(upstream, start_proxy, caplog):
+    upstream.reply = OScript(text="a fairly long answer that the upstream never finishes")
+    upstream.cut_after = 2  # two chunks, then the connection closes
+    proxy = await start_proxy({"providers": [provider(upstream)]})
+    got = []
+    async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=PASSWORD, max_retries=0) as c:
+        stream = await c.chat.completions.create(model="deepseek-chat", stream=True,
+                                                 messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.APIError, match="upstream connection lost"):
+            async for chunk in stream:
+                got.append(chunk)
+    assert got and got[0].model == "deepseek-chat"  # the first bytes went through as they came
+    assert not [r for r in caplog.records if "unhandled error" in r.getMessage()]
