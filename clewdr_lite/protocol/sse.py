@@ -26,6 +26,11 @@ def json_bytes(obj: object) -> bytes:
         return _ascii_dumps(obj).encode("ascii")
 
 
+def ends_event(data: bytes) -> bool:
+    """Whether a chunk of an event stream ends on an event boundary (a blank line)."""
+    return data.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
+
+
 class Event(NamedTuple):
     """One dispatched event; `event` is "" when the stream gave no `event:` line."""
 

@@ -10,14 +10,13 @@ from aiohttp import web
 
 from clewdr_lite import errors, lazy, logs, router
 from clewdr_lite.protocol import anthropic, tokens
-from clewdr_lite.protocol.sse import json_bytes
+from clewdr_lite.protocol.sse import ends_event, json_bytes
 from clewdr_lite.server import models
 from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import aggregate, hub_call, respond_hub, stream_out
 from clewdr_lite.server.middleware import public
-from clewdr_lite.server.streaming import send_stream
-from clewdr_lite.upstream.http import TRANSPORT_ERRORS
+from clewdr_lite.server.streaming import send_stream, upstream_chunks
 from clewdr_lite.upstream.relay import new_msg_id
 
 openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
@@ -174,21 +173,25 @@ async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, 
                             f"(type {kind}), which this build cannot serve on this route yet")
 
 
-class _ModelEcho:
-    """OpenAI pass-through bytes with the upstream's model name swapped for the client's."""
+class OpenAIRawOut:
+    """OpenAI stream bytes relayed, the upstream's model name swapped for the client's when they
+    differ (a cheap byte replace, no JSON round trip)."""
 
-    def __init__(self, upstream: str, echo: str) -> None:
-        self._pairs = [(f'"model":{json.dumps(upstream)}'.encode(), f'"model":{json.dumps(echo)}'.encode()),
-                       (f'"model": {json.dumps(upstream)}'.encode(), f'"model": {json.dumps(echo)}'.encode())]
+    def __init__(self, upstream: str | None = None, echo: str | None = None) -> None:
+        self._pairs = [] if upstream == echo else [
+            (f'"model":{json.dumps(upstream)}'.encode(), f'"model":{json.dumps(echo)}'.encode()),
+            (f'"model": {json.dumps(upstream)}'.encode(), f'"model": {json.dumps(echo)}'.encode())]
+        self._at_boundary = True
 
     def feed(self, data: bytes | dict) -> bytes:
-        """The bytes, model swapped (a cheap byte replace, no JSON round trip); a hub error event
-        (the upstream failed after the first byte) as the OpenAI error chunk."""
+        """The bytes; a hub error event (the upstream failed after the first byte) as OpenAI's
+        error chunk, after a blank line when an upstream event was left unfinished."""
         if isinstance(data, dict):
             from clewdr_lite.protocol.openai_stream import error_chunk
-            return error_chunk(data)
+            return (b"" if self._at_boundary else b"\n\n") + error_chunk(data)
         for old, new in self._pairs:
             data = data.replace(old, new)
+        self._at_boundary = ends_event(data)
         return data
 
     def close(self) -> bytes:
@@ -196,24 +199,14 @@ class _ModelEcho:
         return b""
 
 
-async def _chunks(resp):
-    try:
-        async for chunk in resp.chunks():
-            yield chunk
-    except TRANSPORT_ERRORS as exc:  # after the first byte: an in-stream error, then the end
-        raise errors.UpstreamUnavailable(f"upstream connection lost: {exc}") from None
-    finally:
-        await resp.close()
-
-
 async def serve_openai_passthrough(request: web.Request, body: dict, route) -> web.StreamResponse:
     """An OpenAI client on an OpenAI-compatible provider: bytes relayed, model and auth swapped."""
     state = request.app[STATE]
     stream = bool(body.get("stream"))
-    echo = _ModelEcho(route.model, body["model"])
+    echo = OpenAIRawOut(route.model, body["model"])
     result = await state.keyed[route.provider].passthrough(body, model=route.model, stream=stream)
     if stream:
-        return await send_stream(request, _chunks(result), echo)
+        return await send_stream(request, upstream_chunks(result), echo)
     return web.Response(status=result.status, body=echo.feed(result.body), content_type=JSON)
 
 

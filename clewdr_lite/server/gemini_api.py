@@ -10,11 +10,12 @@ from aiohttp import web
 
 from clewdr_lite import errors, lazy
 from clewdr_lite.protocol import tokens
+from clewdr_lite.protocol.sse import ends_event, json_bytes
 from clewdr_lite.server.accounting import acct, admit, decorate
-from clewdr_lite.server.api import json_response, read_json, route_for
+from clewdr_lite.server.api import OpenAIRawOut, json_response, read_json, route_for
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import hub_call
-from clewdr_lite.server.streaming import send_stream
+from clewdr_lite.server.streaming import send_stream, upstream_chunks
 
 gem = lazy.module("clewdr_lite.protocol.gemini")  # imported when a Gemini route is first used
 
@@ -25,8 +26,21 @@ KEEPALIVE_FIRST_S = 15.0
 class GeminiRawOut:
     """Upstream Gemini bytes unchanged; no keep-alives (some SSE readers parse every line, §8)."""
 
-    def feed(self, data: bytes) -> bytes:
-        """The bytes as they came."""
+    def __init__(self, *, sse: bool) -> None:
+        self._sse = sse
+        self._wrote = False
+        self._at_boundary = True
+
+    def feed(self, data: bytes | dict) -> bytes:
+        """The bytes as they came; a hub error event (the upstream failed after the first byte)
+        as Google's error object, in the stream's form (an SSE event, or the JSON array's last)."""
+        if isinstance(data, dict):
+            error = json_bytes(gem.hub_error(data.get("error")))
+            if self._sse:
+                return (b"" if self._at_boundary else b"\n\n") + b"data: " + error + b"\n\n"
+            return (b",\n" if self._wrote else b"[") + error + b"]"
+        self._wrote = self._wrote or bool(data)
+        self._at_boundary = ends_event(data)
         return data
 
     def close(self) -> bytes:
@@ -48,14 +62,6 @@ class GeminiOut:
     def keepalive(self) -> bytes:
         """No keep-alives on Gemini streams (§8)."""
         return b""
-
-
-async def _relay(resp):
-    try:
-        async for chunk in resp.chunks():
-            yield chunk
-    finally:
-        await resp.close()
 
 
 def _bound(path: str) -> str | None:
@@ -99,7 +105,7 @@ async def _native_google(request, google, model: str, method: str, body: dict) -
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
     resp = await google.native(model, method, body, alt=alt)
     kind = resp.headers.get("Content-Type", "text/event-stream" if alt == "sse" else "application/json")
-    return await send_stream(request, _relay(resp), GeminiRawOut(), headers={"Content-Type": kind})
+    return await send_stream(request, upstream_chunks(resp), GeminiRawOut(sse=alt == "sse"), headers={"Content-Type": kind})
 
 
 async def _native_via_hub(request, route, model: str, method: str, body: dict) -> web.StreamResponse:
@@ -167,7 +173,7 @@ async def openai_compatible(request: web.Request) -> web.StreamResponse:
     stream = bool(body.get("stream"))
     result = await state.google[kind].openai(body, stream=stream)
     if stream:
-        return await send_stream(request, _relay(result), GeminiRawOut())
+        return await send_stream(request, upstream_chunks(result), OpenAIRawOut())
     return web.Response(status=result.status, body=result.body, content_type="application/json")
 
 

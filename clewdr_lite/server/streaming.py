@@ -11,6 +11,7 @@ from aiohttp import web
 from clewdr_lite import errors
 from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, encode_json
 from clewdr_lite.server.accounting import decorate, note_event
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 
 log = logging.getLogger("clewdr_lite.server")
 
@@ -96,6 +97,23 @@ def _flush_headers(writer) -> None:
         pass  # the client left before anything was sent; the stream's own write notices
 
 
+async def _end_with(resp: web.StreamResponse, out, err: errors.ProxyError) -> None:
+    """An in-stream error event in the client's dialect, then whatever the dialect closes with."""
+    try:
+        await resp.write(out.feed({"type": "error", "error": errors.stream_event(err)["error"]}) + out.close())
+    except ConnectionResetError:
+        log.debug("client gone before the error event")
+
+
+async def upstream_chunks(resp):
+    """An upstream answer's body as it arrives (bytes relayed as they are); released at the end."""
+    try:
+        async for chunk in resp.chunks():
+            yield chunk
+    finally:
+        await resp.close()
+
+
 def _keepalive_of(out) -> None:
     if not hasattr(out, "keepalive"):
         out.keepalive = lambda: COMMENT_KEEPALIVE
@@ -124,10 +142,17 @@ async def send_stream(request: web.Request, events: AsyncIterator[dict], out,
             await resp.write(tail)
         await resp.write_eof()
     except errors.ProxyError as err:  # after the first byte: in-stream error, then the end
-        await resp.write(out.feed({"type": "error", "error": errors.stream_event(err)["error"]}) + out.close())
+        await _end_with(resp, out, err)
     except ConnectionResetError:
         # the client went away (the openai SDK closes right after [DONE]): not an error
         log.debug("client closed the stream on %s", request.path)
+    except TRANSPORT_ERRORS as exc:  # the upstream's connection broke mid-stream
+        log.warning("upstream connection lost during a stream on %s: %s", request.path, exc)
+        await _end_with(resp, out, errors.UpstreamUnavailable("upstream connection lost"))
+    except Exception:  # a fault of ours after the first byte: logged, and the client still gets
+        # an error event and the end (a new error response cannot follow a started one)
+        log.exception("stream failed on %s", request.path)
+        await _end_with(resp, out, errors.ProxyError("internal error; see the proxy log"))
     finally:
         keepalive.stop()
         closer = getattr(events, "aclose", None)

@@ -20,7 +20,7 @@ from typing import Callable
 from clewdr_lite import errors
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.claude_code_response import UsageTracker
-from clewdr_lite.protocol.sse import SSEDecoder, encode_json
+from clewdr_lite.protocol.sse import SSEDecoder, encode_json, ends_event
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 
 log = logging.getLogger("clewdr_lite.relay")
@@ -255,9 +255,12 @@ class RawOut:
     def __init__(self) -> None:
         self._at_boundary = True
 
-    def feed(self, data: bytes) -> bytes:
-        """The bytes, unchanged."""
-        self._at_boundary = data.endswith(b"\n\n")
+    def feed(self, data: bytes | dict) -> bytes:
+        """The bytes, unchanged; a hub `error` event as its SSE event, after a blank line when an
+        upstream event was left unfinished."""
+        if isinstance(data, dict):
+            return (b"" if self._at_boundary else b"\n\n") + encode_json(data, event="error")
+        self._at_boundary = ends_event(data)
         return data
 
     def close(self) -> bytes:

@@ -394,3 +394,22 @@ async def test_client_key_limits_on_gemini_routes(google, start_proxy):
     with pytest.raises(genai.errors.APIError) as info:
         await client.aio.models.generate_content(model=MODEL, contents="x")
     assert info.value.code == 429 and info.value.status == "RESOURCE_EXHAUSTED"
+
+
+@pytest.mark.parametrize("alt", ["?alt=sse", ""])
+async def test_a_native_stream_cut_midway_ends_with_googles_error(google, start_proxy, caplog, alt):
+    google.add_key(key(1))
+    google.cut_after = 2  # two chunks, then the connection closes
+    proxy = await start(start_proxy, google, [key(1)], max_retries=0)
+    body = {"contents": [{"role": "user", "parts": [{"text": "tell me a long story"}]}]}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        async with s.post(proxy.url + "/v1beta/models/gemini-2.5-flash:streamGenerateContent" + alt,
+                          headers={"x-goog-api-key": PASSWORD}, json=body) as r:
+            text = await r.text()  # the response ends: the client is not left waiting
+    assert r.status == 200 and '"candidates"' in text
+    error = '{"error":{"code":500,"message":"upstream connection lost","status":"INTERNAL"}}'
+    if alt:
+        assert text.endswith("data: " + error + "\n\n")
+    else:
+        assert text.endswith(",\n" + error + "]")
+    assert not [r for r in caplog.records if "unhandled error" in r.getMessage()]

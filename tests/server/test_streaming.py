@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 from aiohttp import web
 
 from clewdr_lite.server.streaming import AnthropicOut, send_stream
@@ -56,3 +57,29 @@ async def test_headers_go_out_before_an_event_that_is_slow_to_come(aiohttp_clien
         assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200") and b"event:" not in writes[0]
         gate.set()
         assert b"event: message_start" in await asyncio.wait_for(resp.read(), 5)
+
+
+async def test_a_fault_after_the_first_event_ends_the_stream_with_an_error_event(aiohttp_client, caplog):
+    async def events():
+        yield START
+        raise RuntimeError("a bug in a translator")
+
+    client, _ = await serving(events, aiohttp_client)
+    resp = await client.post("/s")
+    body = await resp.read()  # ends: the client is never left waiting
+    assert resp.status == 200 and body.startswith(b"event: message_start")
+    assert body.endswith(b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
+                         b'"message":"internal error; see the proxy log"}}\n\n')
+    assert any("stream failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_an_upstream_lost_mid_stream_is_an_error_event_not_a_fault(aiohttp_client, caplog):
+    async def events():
+        yield START
+        raise aiohttp.ClientPayloadError("Response payload is not completed")
+
+    client, _ = await serving(events, aiohttp_client)
+    resp = await client.post("/s")
+    body = await resp.read()
+    assert body.endswith(b'"message":"upstream connection lost"}}\n\n')
+    assert not any(r.exc_info for r in caplog.records)
