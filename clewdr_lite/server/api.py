@@ -71,7 +71,6 @@ async def local_answer(request: web.Request, dialect: str, req: dict, text: str,
     return json_response(message)
 
 
-
 def route_for(state, model: str, dialect: str, *, bound: str | None = None, default: str = "claude_web",
               scenario=None):
     """Which provider serves `model` on this route (gateway.md §3.3)."""
@@ -235,8 +234,9 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
         return await local_answer(request, dialect, {**req, "model": model}, "neutral",
                                   include_usage=include_usage)
     ruled = anthropic.apply_model_rules(req)
+    form = "OpenAI" if dialect == errors.OPENAI else "Claude"
     logs.info(log, f"[REQ] stream: {stream}, msgs: {len(ruled['messages'])}, model: {model}, "
-                   f"think: {bool(ruled.get('thinking'))}, format: {'OpenAI' if dialect == errors.OPENAI else 'Claude'}")
+                   f"think: {bool(ruled.get('thinking'))}, format: {form}")
     started = time.monotonic()
     events = await state.web.open(ruled, stream=stream, echo_model=model)
     try:

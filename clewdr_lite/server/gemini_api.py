@@ -105,7 +105,8 @@ async def _native_google(request, google, model: str, method: str, body: dict) -
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
     resp = await google.native(model, method, body, alt=alt)
     kind = resp.headers.get("Content-Type", "text/event-stream" if alt == "sse" else "application/json")
-    return await send_stream(request, upstream_chunks(resp), GeminiRawOut(sse=alt == "sse"), headers={"Content-Type": kind})
+    return await send_stream(request, upstream_chunks(resp), GeminiRawOut(sse=alt == "sse"),
+                             headers={"Content-Type": kind})
 
 
 async def _native_via_hub(request, route, model: str, method: str, body: dict) -> web.StreamResponse:

@@ -69,8 +69,9 @@ def stream_out(dialect: str, model: str, config, include_usage: bool):
     """The translator that writes hub events in the caller's dialect."""
     if dialect == errors.ANTHROPIC:
         return AnthropicOut()
-    return openai_stream.OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24], created=int(time.time()),
-                                      include_usage=include_usage, thinking_output=config.thinking_output)
+    return openai_stream.OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24],
+                                      created=int(time.time()), include_usage=include_usage,
+                                      thinking_output=config.thinking_output)
 
 
 async def respond_hub(request: web.Request, result, dialect: str, *, model: str, stream: bool,
