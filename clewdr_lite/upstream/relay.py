@@ -149,15 +149,18 @@ class MessagesStream:
         try:
             if self._resp.wait_ready is not None:
                 await self._hold_here(asyncio.get_running_loop())
-                return
-            self._holding = True
-            self._pending = asyncio.ensure_future(self._hold())
-            done, _ = await asyncio.wait({self._pending}, timeout=HOLD_SECONDS)
-            self._holding = False
-            if not done:
-                return
-            task, self._pending = self._pending, None
-            task.result()
+            else:
+                self._holding = True
+                self._pending = asyncio.ensure_future(self._hold())
+                done, _ = await asyncio.wait({self._pending}, timeout=HOLD_SECONDS)
+                self._holding = False
+                if not done:
+                    return
+                task, self._pending = self._pending, None
+                task.result()
+            if self._ended and not self.saw_content:  # nothing worth relaying: another try may do
+                raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
+                    "the upstream ended its stream before any content")))
         except EarlyError:
             await self.aclose()
             raise

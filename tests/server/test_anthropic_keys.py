@@ -271,3 +271,31 @@ async def test_a_stream_cut_before_its_content_fails_over_cleanly(clock, start_p
                         await s.get_final_message()
     assert caught.value.status_code in (502, 503)
     assert "connection lost before the first content" in caught.value.message
+
+
+async def test_a_200_page_that_is_no_stream_fails_over_and_is_never_relayed(clock, start_proxy, aiohttp_server):
+    from aiohttp import web
+
+    async def captive(request):  # a misbehaving reverse proxy in front of the API: 200 and HTML
+        return web.Response(text="<html>please log in</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", captive)
+    portal = await aiohttp_server(app)
+    async with FakeAnthropic(clock=clock) as good:
+        good.add_key(K2)
+        providers = [{"name": "one", "type": "anthropic", "base_url": f"http://127.0.0.1:{portal.port}", "keys": [K1]},
+                     {"name": "two", "type": "anthropic", "base_url": good.origin, "keys": [K2]}]
+        proxy = await start_proxy({"providers": providers, "max_retries": 0,
+                                   "aliases": {"smart": ["one/" + MODEL, "two/" + MODEL]}})
+        async with client(proxy) as c:
+            async with c.messages.stream(model="smart", max_tokens=20, messages=MSG) as s:
+                final = await s.get_final_message()
+        assert final.content[0].text and len(good.requests_to("messages")) == 1
+        alone = await start_proxy({"providers": [{**providers[0], "models": ["claude-*"]}], "max_retries": 0})
+        async with aiohttp.ClientSession() as s:
+            async with s.post(alone.url + "/v1/messages", headers={"x-api-key": PASSWORD}, json={
+                    "model": MODEL, "max_tokens": 20, "stream": True, "messages": MSG}) as r:
+                text = await r.text()
+    assert r.status == 502 and "html" not in text
+    assert "ended its stream before any content" in text
