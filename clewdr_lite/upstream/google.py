@@ -20,7 +20,7 @@ from clewdr_lite.protocol import gemini_keys as gk
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol import vertex as vx
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain, note_credential
-from clewdr_lite.upstream.relay import converted_events, new_msg_id, synthetic_signature
+from clewdr_lite.upstream.relay import EarlyError, converted_events, hold_events, new_msg_id, synthetic_signature
 
 log = logging.getLogger("clewdr_lite.google")
 
@@ -163,7 +163,10 @@ class Google:
             return gem.gemini_to_hub_message(data, model=echo_model, msg_id=new_msg_id(),
                                              signature=synthetic_signature())
         resp = await self.native(model, "streamGenerateContent", body, alt="sse")
-        return _hub_events(resp, echo_model)
+        try:  # held until content: a failure before it may still go to another provider
+            return await hold_events(_hub_events(resp, echo_model))
+        except EarlyError as exc:
+            raise exc.outcome.error from None
 
 
 def _hub_events(resp, model: str):

@@ -17,7 +17,8 @@ from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.providers import quirks_for
 from clewdr_lite.upstream.http import drain
 from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
-from clewdr_lite.upstream.relay import converted_events, new_msg_id, synthetic_signature
+from clewdr_lite.upstream.relay import (EarlyError, converted_events, hold_events, new_msg_id,
+                                       synthetic_signature)
 
 class Answer:
     """A finished non-streaming answer: status and body bytes."""
@@ -72,8 +73,11 @@ class OpenAICompat(KeyedProvider):
 
         async def attempt(key):
             resp = await self._send(key, body, stream=stream)
-            if stream:
-                return _hub_events(resp, echo_model, quirks, estimate)
+            if stream:  # held until content: a failure before it goes to the next key or provider
+                try:
+                    return await hold_events(_hub_events(resp, echo_model, quirks, estimate))
+                except EarlyError as exc:
+                    raise KeyFailed(exc.outcome) from None
             raw = await drain(resp)
             try:
                 data = json.loads(raw)

@@ -285,6 +285,60 @@ def synthetic_signature() -> str:
     return "clewdr-lite:" + secrets.token_hex(8)
 
 
+async def hold_events(events):
+    """Hub events of an upstream stream, held until the first content event (or HOLD_SECONDS), as
+    MessagesStream.prime() holds Anthropic bytes: an error event or the end before any content
+    raises EarlyError, so another key or provider may still answer. Returns the events, held ones
+    first; after a hold that timed out they follow once the read in flight is done."""
+    it = events.__aiter__()
+    held: list = []
+    ended = False
+
+    async def fill() -> None:
+        nonlocal ended
+        while True:
+            try:
+                event = await it.__anext__()
+            except StopAsyncIteration:
+                ended = True
+                return
+            held.append(event)
+            if event.get("type") in _CONTENT or event.get("type") == "error":
+                return
+
+    task = asyncio.ensure_future(fill())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=HOLD_SECONDS)
+        if done:
+            task.result()
+            last = held[-1] if held else {}
+            if last.get("type") == "error":
+                raise EarlyError(ue.classify_event(last))
+            if ended:
+                raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
+                    "the upstream ended its stream before any content")))
+    except BaseException:
+        task.cancel()
+        closer = getattr(it, "aclose", None)
+        if closer is not None:
+            await closer()
+        raise
+
+    async def replay():
+        try:
+            await task
+            for event in held:
+                yield event
+            if not ended:
+                async for event in it:
+                    yield event
+        finally:
+            closer = getattr(it, "aclose", None)
+            if closer is not None:
+                await closer()
+    return replay()
+
+
 async def converted_events(resp, conv):
     """An upstream SSE body through a stream converter (`feed(chunk) -> [events]`, `close()`) as hub events."""
     decoder = SSEDecoder()

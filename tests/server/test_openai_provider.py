@@ -208,3 +208,18 @@ async def test_an_openai_stream_cut_midway_ends_with_an_error_chunk(upstream, st
                 got.append(chunk)
     assert got and got[0].model == "deepseek-chat"  # the first bytes went through as they came
     assert not [r for r in caplog.records if "unhandled error" in r.getMessage()]
+
+
+async def test_a_converted_stream_failing_before_content_fails_over(clock, start_proxy):
+    async with FakeOpenAI(clock=clock) as first, FakeOpenAI(clock=clock) as second:
+        first.add_key(KEY)
+        second.add_key(KEY)
+        first.cut_after = 1  # the role chunk, then the connection closes: no content yet
+        proxy = await start_proxy({"providers": [provider(first, "one", models=[]), provider(second, "two", models=[])],
+                                   "aliases": {"smart": ["one/gpt-4o", "two/gpt-4o"]}, "max_retries": 0})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+            async with c.messages.stream(model="smart", max_tokens=50,
+                                         messages=[{"role": "user", "content": "x"}]) as s:
+                final = await s.get_final_message()
+        assert final.content[0].text and final.stop_reason == "end_turn"
+        assert first.cut_streams == 1 and len(second.requests_to("chat")) == 1

@@ -213,3 +213,48 @@ async def test_a_connection_lost_before_content_is_early_and_retryable(upstream)
         await stream(resp).prime()
     assert caught.value.outcome.action == "transient" and resp.closed
     assert caught.value.outcome.error.status in (502, 503)
+
+
+# ---------------------------------------------------------------- hub events (hold_events)
+
+HUB_START = {"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 1}}}
+HUB_BLOCK = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+HUB_STOP = {"type": "message_stop"}
+
+
+async def scripted_events(script: list, gate: asyncio.Event | None = None):
+    for item in script:
+        if item == "wait":
+            await gate.wait()
+            continue
+        yield item
+
+
+async def test_hub_events_are_held_until_content_then_all_replayed():
+    events = await relay.hold_events(scripted_events([HUB_START, HUB_BLOCK, HUB_STOP]))
+    assert [e async for e in events] == [HUB_START, HUB_BLOCK, HUB_STOP]
+
+
+@pytest.mark.parametrize("script, status", [
+    ([HUB_START, {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}], 529),
+    ([HUB_START, relay.LOST], 502),
+    ([HUB_START], 502),
+    ([], 502),
+])
+async def test_a_hub_stream_failing_before_content_is_early(script, status):
+    with pytest.raises(EarlyError) as caught:
+        await relay.hold_events(scripted_events(script))
+    assert caught.value.outcome.action == "transient" and caught.value.outcome.error.status == status
+
+
+async def test_a_hub_hold_that_times_out_replays_everything_once_content_comes(monkeypatch):
+    monkeypatch.setattr(relay, "HOLD_SECONDS", 0.02)
+    gate = asyncio.Event()
+    events = await asyncio.wait_for(relay.hold_events(scripted_events([HUB_START, "wait", HUB_BLOCK, HUB_STOP], gate)), 1)
+    out: list = []
+    reader = asyncio.ensure_future(collect(events, out))
+    await asyncio.sleep(0.05)
+    assert not reader.done()  # the stream has begun (the hold gave up); the content is awaited
+    gate.set()
+    await asyncio.wait_for(reader, 1)
+    assert out == [HUB_START, HUB_BLOCK, HUB_STOP]
