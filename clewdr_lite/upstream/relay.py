@@ -168,6 +168,9 @@ class MessagesStream:
             await self.aclose()
             raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
                 f"upstream connection lost before the first content: {exc}"))) from None
+        except BaseException:  # cancelled (the client left during the hold): free the upstream
+            await self.aclose()
+            raise
 
     async def _hold_here(self, loop) -> None:
         """Read into `_held` until content shows or the stream ends; waits end at the deadline."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import anthropic
 import openai
@@ -299,3 +301,17 @@ async def test_a_200_page_that_is_no_stream_fails_over_and_is_never_relayed(cloc
                 text = await r.text()
     assert r.status == 502 and "html" not in text
     assert "ended its stream before any content" in text
+
+
+async def test_a_client_leaving_during_the_hold_frees_the_upstream_stream(api, start_proxy):
+    api.add_key(K1)
+    api.stall_after = 1  # message_start, then nothing: the proxy holds for the first content
+    proxy = await keyed(start_proxy, api, keys=[K1])
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(asyncio.TimeoutError):
+            async with s.post(proxy.url + "/v1/messages", headers={"x-api-key": PASSWORD},
+                              timeout=aiohttp.ClientTimeout(total=0.3), json={
+                                  "model": MODEL, "max_tokens": 50, "stream": True, "messages": MSG}) as r:
+                await r.read()
+    await asyncio.wait_for(api.stream_cancelled.wait(), 5)  # the proxy closed its upstream stream
+    assert api.cancelled_streams == 1

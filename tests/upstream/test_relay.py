@@ -258,3 +258,14 @@ async def test_a_hub_hold_that_times_out_replays_everything_once_content_comes(m
     gate.set()
     await asyncio.wait_for(reader, 1)
     assert out == [HUB_START, HUB_BLOCK, HUB_STOP]
+
+
+async def test_a_hold_cancelled_by_a_departing_client_frees_the_upstream(upstream):
+    resp = upstream()
+    resp.put(START)  # the model has not begun: the hold waits
+    primed = asyncio.ensure_future(stream(resp).prime())
+    await asyncio.sleep(0.01)
+    primed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await primed
+    assert resp.closed
