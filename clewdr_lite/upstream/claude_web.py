@@ -385,22 +385,25 @@ class WebStream:
         """Hold events until the first content event (or HOLD_SECONDS); a transient error there retries."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HOLD_SECONDS
-        while True:
-            self._pending = self._pending or asyncio.ensure_future(self._gen.__anext__())
-            done, _ = await asyncio.wait({self._pending}, timeout=max(0.0, deadline - loop.time()))
-            if not done:
-                return
-            task, self._pending = self._pending, None
-            try:
-                event = task.result()
-            except StopAsyncIteration:
-                return
-            if event.get("type") == "error" and not self._held_content():
-                await self.aclose()
-                raise AttemptFailed(ue.classify_event(event))
-            self._held.append(event)
-            if event.get("type") in CONTENT_EVENTS:
-                return
+        try:
+            while True:
+                self._pending = self._pending or asyncio.ensure_future(self._gen.__anext__())
+                done, _ = await asyncio.wait({self._pending}, timeout=max(0.0, deadline - loop.time()))
+                if not done:
+                    return
+                task, self._pending = self._pending, None
+                try:
+                    event = task.result()
+                except StopAsyncIteration:
+                    return
+                if event.get("type") == "error" and not self._held_content():
+                    raise AttemptFailed(ue.classify_event(event))
+                self._held.append(event)
+                if event.get("type") in CONTENT_EVENTS:
+                    return
+        except BaseException:  # an early error, or cancelled (the client left): free the upstream
+            await self.aclose()
+            raise
 
     def _held_content(self) -> bool:
         return any(e.get("type") in CONTENT_EVENTS for e in self._held)
@@ -434,8 +437,10 @@ class WebStream:
         if self._closed:
             return
         self._closed = True
-        if self._pending is not None:
-            self._pending.cancel()
+        if self._pending is not None:  # a read in flight runs the generator: let it stop first
+            task, self._pending = self._pending, None
+            task.cancel()
+            await asyncio.wait({task})
         await self._gen.aclose()
         await self._resp.close()
         self.owner.finished(self.cookie, self.model, self._input, self._proc.output_tokens)

@@ -158,6 +158,23 @@ async def test_client_disconnect_cancels_upstream(proxy, fake_web):
     await asyncio.wait_for(_released(proxy), 10)
 
 
+@pytest.mark.parametrize("stall", [0, 1])
+async def test_client_leaving_before_the_first_content_cancels_upstream(proxy, fake_web, caplog, stall):
+    # the proxy holds the stream until content (so an early error can still retry): a client
+    # that gives up meanwhile must not leave the upstream stream running, nor an error behind
+    fake_web.reply = "a b c d e f g h"
+    fake_web.stall_after = stall
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(asyncio.TimeoutError):
+            async with s.post(proxy.url + "/v1/messages", headers=AUTH, timeout=aiohttp.ClientTimeout(total=0.3),
+                              json={"model": MODEL, "max_tokens": 50, "stream": True, "messages": MSGS}) as r:
+                await r.read()
+    await asyncio.wait_for(fake_web.stream_cancelled.wait(), 10)
+    assert fake_web.cancelled_streams == 1
+    await asyncio.wait_for(_released(proxy), 10)
+    assert not [r for r in caplog.records if r.levelno >= 40]
+
+
 async def _released(proxy):
     while proxy.state.pool.inflight:
         await asyncio.sleep(0.01)
