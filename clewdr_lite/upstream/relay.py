@@ -320,8 +320,9 @@ async def hold_events(events):
             if ended:
                 raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
                     "the upstream ended its stream before any content")))
-    except BaseException:
+    except BaseException:  # an early error, or cancelled (the client left): free the upstream
         task.cancel()
+        await asyncio.wait({task})  # the read in flight runs the generator: let it stop first
         closer = getattr(it, "aclose", None)
         if closer is not None:
             await closer()

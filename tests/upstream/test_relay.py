@@ -269,3 +269,22 @@ async def test_a_hold_cancelled_by_a_departing_client_frees_the_upstream(upstrea
     with pytest.raises(asyncio.CancelledError):
         await primed
     assert resp.closed
+
+
+async def test_a_hub_hold_cancelled_by_a_departing_client_closes_the_stream():
+    gate, closed = asyncio.Event(), []
+
+    async def events():
+        try:
+            yield HUB_START
+            await gate.wait()  # the model has not begun
+            yield HUB_BLOCK
+        finally:
+            closed.append(True)
+
+    holding = asyncio.ensure_future(relay.hold_events(events()))
+    await asyncio.sleep(0.01)
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+    assert closed == [True]
