@@ -20,6 +20,7 @@ from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
 from clewdr_lite.upstream.relay import (EarlyError, converted_events, hold_events, new_msg_id,
                                        synthetic_signature)
 
+
 class Answer:
     """A finished non-streaming answer: status and body bytes."""
 
