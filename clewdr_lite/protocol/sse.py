@@ -31,6 +31,36 @@ def ends_event(data: bytes) -> bool:
     return data.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
 
 
+class ByteRelay:
+    """A stream translator (send_stream's feed/close) for upstream event-stream bytes passed on as
+    they come; `relay()` may edit them. A hub `error` event (the upstream failed after the first
+    byte) is written as `error_bytes()` renders it in the dialect, after a blank line when an
+    upstream event was left open."""
+
+    def __init__(self) -> None:
+        self.at_boundary = True
+
+    def feed(self, data: bytes | dict) -> bytes:
+        """The bytes (relayed), or an error event's."""
+        if isinstance(data, dict):
+            return (b"" if self.at_boundary else b"\n\n") + self.error_bytes(data)
+        data = self.relay(data)
+        self.at_boundary = ends_event(data)
+        return data
+
+    def relay(self, data: bytes) -> bytes:
+        """The bytes as they came."""
+        return data
+
+    def error_bytes(self, event: dict) -> bytes:
+        """An `error` event in the stream's dialect."""
+        raise NotImplementedError
+
+    def close(self) -> bytes:
+        """Nothing trails."""
+        return b""
+
+
 class Event(NamedTuple):
     """One dispatched event; `event` is "" when the stream gave no `event:` line."""
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from clewdr_lite import errors, lazy, logs, router
 from clewdr_lite.protocol import anthropic, tokens
-from clewdr_lite.protocol.sse import ends_event, json_bytes
+from clewdr_lite.protocol.sse import ByteRelay, json_bytes
 from clewdr_lite.server import models
 from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage
 from clewdr_lite.server.app import STATE
@@ -172,30 +172,26 @@ async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, 
                             f"(type {kind}), which this build cannot serve on this route yet")
 
 
-class OpenAIRawOut:
+class OpenAIRawOut(ByteRelay):
     """OpenAI stream bytes relayed, the upstream's model name swapped for the client's when they
     differ (a cheap byte replace, no JSON round trip)."""
 
     def __init__(self, upstream: str | None = None, echo: str | None = None) -> None:
+        super().__init__()
         self._pairs = [] if upstream == echo else [
             (f'"model":{json.dumps(upstream)}'.encode(), f'"model":{json.dumps(echo)}'.encode()),
             (f'"model": {json.dumps(upstream)}'.encode(), f'"model": {json.dumps(echo)}'.encode())]
-        self._at_boundary = True
 
-    def feed(self, data: bytes | dict) -> bytes:
-        """The bytes; a hub error event (the upstream failed after the first byte) as OpenAI's
-        error chunk, after a blank line when an upstream event was left unfinished."""
-        if isinstance(data, dict):
-            from clewdr_lite.protocol.openai_stream import error_chunk
-            return (b"" if self._at_boundary else b"\n\n") + error_chunk(data)
+    def relay(self, data: bytes) -> bytes:
+        """The bytes, model swapped."""
         for old, new in self._pairs:
             data = data.replace(old, new)
-        self._at_boundary = ends_event(data)
         return data
 
-    def close(self) -> bytes:
-        """Nothing trails."""
-        return b""
+    def error_bytes(self, event: dict) -> bytes:
+        """The hub `error` event as OpenAI's error chunk."""
+        from clewdr_lite.protocol.openai_stream import error_chunk
+        return error_chunk(event)
 
 
 async def serve_openai_passthrough(request: web.Request, body: dict, route) -> web.StreamResponse:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from clewdr_lite import errors, lazy
 from clewdr_lite.protocol import tokens
-from clewdr_lite.protocol.sse import ends_event, json_bytes
+from clewdr_lite.protocol.sse import ByteRelay, json_bytes
 from clewdr_lite.server.accounting import acct, admit, decorate
 from clewdr_lite.server.api import OpenAIRawOut, json_response, read_json, route_for
 from clewdr_lite.server.app import STATE
@@ -23,29 +23,25 @@ METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 KEEPALIVE_FIRST_S = 15.0
 
 
-class GeminiRawOut:
+class GeminiRawOut(ByteRelay):
     """Upstream Gemini bytes unchanged; no keep-alives (some SSE readers parse every line, §8)."""
 
     def __init__(self, *, sse: bool) -> None:
+        super().__init__()
         self._sse = sse
         self._wrote = False
-        self._at_boundary = True
 
-    def feed(self, data: bytes | dict) -> bytes:
-        """The bytes as they came; a hub error event (the upstream failed after the first byte)
-        as Google's error object, in the stream's form (an SSE event, or the JSON array's last)."""
-        if isinstance(data, dict):
-            error = json_bytes(gem.hub_error(data.get("error")))
-            if self._sse:
-                return (b"" if self._at_boundary else b"\n\n") + b"data: " + error + b"\n\n"
-            return (b",\n" if self._wrote else b"[") + error + b"]"
+    def relay(self, data: bytes) -> bytes:
+        """The bytes as they came."""
         self._wrote = self._wrote or bool(data)
-        self._at_boundary = ends_event(data)
         return data
 
-    def close(self) -> bytes:
-        """Nothing trails."""
-        return b""
+    def error_bytes(self, event: dict) -> bytes:
+        """Google's error object, in the stream's form: an SSE event, or the JSON array's last."""
+        error = json_bytes(gem.hub_error(event.get("error")))
+        if self._sse:
+            return b"data: " + error + b"\n\n"
+        return (b",\n" if self._wrote else b"[") + error + b"]"
 
     def keepalive(self) -> bytes:
         """Nothing: silence is safer than a comment line here."""

@@ -20,7 +20,7 @@ from typing import Callable
 from clewdr_lite import errors
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.claude_code_response import UsageTracker
-from clewdr_lite.protocol.sse import SSEDecoder, encode_json, ends_event
+from clewdr_lite.protocol.sse import ByteRelay, SSEDecoder, encode_json
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 
 log = logging.getLogger("clewdr_lite.relay")
@@ -255,27 +255,16 @@ def ue_event(exc: EarlyError) -> dict:
                                        "message": err.message if err else "upstream error"}}
 
 
-class RawOut:
+class RawOut(ByteRelay):
     """Pass-through translator for send_stream: bytes in, bytes out; pings only between events."""
 
-    def __init__(self) -> None:
-        self._at_boundary = True
-
-    def feed(self, data: bytes | dict) -> bytes:
-        """The bytes, unchanged; a hub `error` event as its SSE event, after a blank line when an
-        upstream event was left unfinished."""
-        if isinstance(data, dict):
-            return (b"" if self._at_boundary else b"\n\n") + encode_json(data, event="error")
-        self._at_boundary = ends_event(data)
-        return data
-
-    def close(self) -> bytes:
-        """Nothing trails."""
-        return b""
+    def error_bytes(self, event: dict) -> bytes:
+        """The hub `error` event as its Anthropic SSE event."""
+        return encode_json(event, event="error")
 
     def keepalive(self) -> bytes:
         """A ping, never in the middle of an upstream event."""
-        return encode_json({"type": "ping"}, event="ping") if self._at_boundary else b""
+        return encode_json({"type": "ping"}, event="ping") if self.at_boundary else b""
 
 
 def new_msg_id() -> str:

@@ -337,3 +337,22 @@ def test_json_bytes_is_compact_utf8_and_keeps_a_lone_surrogate_escaped():
     assert json_bytes({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
     assert json_bytes({"a": "\ud83d é"}) == b'{"a":"\\ud83d \\u00e9"}'  # JSON allows it, UTF-8 does not
     assert json.loads(json_bytes({"a": "\ud83d"})) == {"a": "\ud83d"}
+
+
+def test_byte_relay_writes_an_error_after_a_blank_line_only_when_an_event_was_left_open():
+    from clewdr_lite.protocol.sse import ByteRelay
+
+    class Upper(ByteRelay):
+        def relay(self, data: bytes) -> bytes:
+            return data.upper()
+
+        def error_bytes(self, event: dict) -> bytes:
+            return b"data: " + event["error"]["message"].encode() + b"\n\n"
+
+    error = {"type": "error", "error": {"message": "lost"}}
+    out = Upper()
+    assert out.feed(b"data: a\n\n") == b"DATA: A\n\n" and out.feed(error) == b"data: lost\n\n"
+    out = Upper()
+    assert out.feed(b"data: {\"cut") == b"DATA: {\"CUT" and out.feed(error) == b"\n\ndata: lost\n\n"
+    out = Upper()
+    assert out.feed(b"data: a\r\n\r\n") and out.feed(error) == b"data: lost\n\n" and out.close() == b""
