@@ -59,7 +59,7 @@ def load(args) -> tuple:
 
 def merge_cookie_file(config, name: str):
     """`-f FILE`: cookies one a line; bad lines reported with their number (compat.md §2)."""
-    from clewdr_lite.protocol.claude_web import parse_cookie
+    from clewdr_lite.protocol.claude_web_account import parse_cookie
 
     known = {str(r.get("cookie")) for r in (*config.cookie_array, *config.wasted_cookie)}
     added = []

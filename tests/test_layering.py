@@ -235,7 +235,8 @@ from clewdr_lite.config import parse
 from clewdr_lite.server.app import STATE, make_app
 config, _ = parse({"password": "p" * 20, "cookie_array": [{"cookie": "sk-ant-sid01-" + "a" * 86 + "-" + "b" * 6 + "AA"}]}, {})
 state = make_app(config)[STATE]
-before = sorted(m for m in sys.modules if m in ("clewdr_lite.upstream.claude_web", "clewdr_lite.upstream.claude_code"))
+before = sorted(m for m in sys.modules if m in ("clewdr_lite.upstream.claude_web", "clewdr_lite.upstream.claude_code",
+                                                "clewdr_lite.protocol.claude_web", "clewdr_lite.protocol.claude_web_stream"))
 web, code = state.web, state.code
 print(before, type(web).__name__, type(code).__name__, code.web is web, state.web is web)
 """

@@ -7,7 +7,8 @@ from typing import Callable
 
 from ..errors import BadRequest
 # §3.1 item 7's consistency fixes are shared with the OpenAI converter rather than copied
-from .openai import _pair_tools, _trim_prefill, dumps, safe_id
+from .openai import _pair_tools, _trim_prefill, safe_id
+from .sse import dumps
 
 # Gemini role -> hub role; "function" is the v1 API's role for function responses
 _ROLES = {"user": "user", "model": "assistant", "function": "user", "tool": "user",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from .lenient import tool_input
-from .openai import dumps
 from .gemini_response import finish_reason, google_error, hub_error, usage_metadata
+from .sse import dumps
 
 LOST_MESSAGE = "upstream connection lost"
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from ..errors import UpstreamError, anthropic_type
 from .anthropic import Accumulator
 from .gemini_response import hub_usage, stop_reason
-from .openai import dumps, safe_id
+from .openai import safe_id
+from .sse import dumps
 from .tokens import estimate_output
 
 EMPTY_MESSAGE = "Gemini ended the stream without a response"

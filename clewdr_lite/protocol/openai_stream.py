@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .openai import check_thinking_output, dumps, finish_reason, usage_from_hub
+from .openai import check_thinking_output, finish_reason, usage_from_hub
+from .sse import dumps
 
 DONE = b"data: [DONE]\n\n"
 LOST_MESSAGE = "upstream connection lost"

@@ -12,9 +12,9 @@ import copy
 from collections.abc import Mapping
 from typing import Callable
 
-from .openai import dumps
 from .openai_upstream_errors import classify_openai
 from .openai_upstream_stream import EXIT_TOOL, OpenAIToHub, flags, openai_to_hub_message
+from .sse import dumps
 
 __all__ = ["EXIT_TOOL", "OpenAIToHub", "classify_openai", "hub_to_openai", "openai_to_hub_message"]
 

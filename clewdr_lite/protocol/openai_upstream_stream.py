@@ -15,7 +15,8 @@ from typing import Mapping
 
 from ..errors import UpstreamError, anthropic_type
 from .lenient import tool_input
-from .openai import dumps, safe_id
+from .openai import safe_id
+from .sse import dumps
 from .tokens import estimate_output
 
 # The flags of providers.QUIRK_DEFAULTS this converter pair reads, for callers that pass only some

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from clewdr_lite import errors
-from clewdr_lite.protocol import claude_web as web_proto
+from clewdr_lite.protocol import claude_web_account as web_proto
 from clewdr_lite.server.app import STATE, save_pool
 from clewdr_lite.server.middleware import admin, public
 

@@ -17,7 +17,7 @@ from clewdr_lite.breaker import Breakers, BreakerSettings
 from clewdr_lite.client_keys import ClientKeys
 from clewdr_lite.pool import CookiePool, KeyPool
 from clewdr_lite.providers import parse_providers
-from clewdr_lite.protocol import claude_web as web_proto
+from clewdr_lite.protocol import claude_web_account as web_proto
 from clewdr_lite.upstream import http
 
 log = logging.getLogger("clewdr_lite")

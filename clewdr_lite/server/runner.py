@@ -127,7 +127,7 @@ def _reload(app, file) -> None:
 
 async def check_cookies(config, file) -> int:
     """Bootstrap every cookie once, classify it, save the pool, print a summary (gateway.md §14)."""
-    from clewdr_lite.protocol.claude_web import mask_log
+    from clewdr_lite.protocol.claude_web_account import mask_log
     from clewdr_lite.server.app import STATE, make_app, save_pool
     from clewdr_lite.upstream.claude_web import AttemptFailed
 
