@@ -26,13 +26,11 @@ from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.sse import SSEDecoder
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, note_credential
+from clewdr_lite.upstream.relay import EarlyError, hold_events
 
 log = logging.getLogger("clewdr_lite.web")
 
 DEFAULT_BASE = "https://api.anthropic.com/"
-HOLD_SECONDS = 10.0
-CONTENT_EVENTS = frozenset({"content_block_start", "content_block_delta", "message_delta",
-                            "message_stop", "error"})
 IMAGE_TOKENS = 1600
 MAX_IMAGE_BYTES = 10 << 20
 
@@ -350,9 +348,8 @@ class WebStream:
         self.owner, self.cookie, self.model = owner, cookie, model
         self._resp, self._proc = resp, processor
         self._input = input_tokens
-        self._held: list[dict] = []
         self._gen = self._events()
-        self._pending: asyncio.Task | None = None
+        self._out = None  # the events held by prime(), then the rest
         self._closed = False
 
     async def _events(self):
@@ -382,47 +379,23 @@ class WebStream:
         return self._proc.feed(event) if isinstance(event, dict) else []
 
     async def prime(self) -> None:
-        """Hold events until the first content event (or HOLD_SECONDS); a transient error there retries."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HOLD_SECONDS
+        """Hold events until the first content (relay.hold_events): an error or the end before it
+        is a failed attempt the caller may retry."""
         try:
-            while True:
-                self._pending = self._pending or asyncio.ensure_future(self._gen.__anext__())
-                done, _ = await asyncio.wait({self._pending}, timeout=max(0.0, deadline - loop.time()))
-                if not done:
-                    return
-                task, self._pending = self._pending, None
-                try:
-                    event = task.result()
-                except StopAsyncIteration:
-                    return
-                if event.get("type") == "error" and not self._held_content():
-                    raise AttemptFailed(ue.classify_event(event))
-                self._held.append(event)
-                if event.get("type") in CONTENT_EVENTS:
-                    return
-        except BaseException:  # an early error, or cancelled (the client left): free the upstream
+            self._out = await hold_events(self._gen)
+        except EarlyError as exc:
+            await self.aclose()
+            raise AttemptFailed(exc.outcome) from None
+        except BaseException:  # cancelled (the client left): free the upstream
             await self.aclose()
             raise
-
-    def _held_content(self) -> bool:
-        return any(e.get("type") in CONTENT_EVENTS for e in self._held)
 
     def __aiter__(self):
         return self._iterate()
 
     async def _iterate(self):
         try:
-            held, self._held = self._held, []
-            for event in held:
-                yield event
-            if self._pending is not None:
-                task, self._pending = self._pending, None
-                try:
-                    yield await task
-                except StopAsyncIteration:
-                    return
-            async for event in self._gen:
+            async for event in self._out:
                 yield event
         finally:
             await self.aclose()
@@ -437,10 +410,8 @@ class WebStream:
         if self._closed:
             return
         self._closed = True
-        if self._pending is not None:  # a read in flight runs the generator: let it stop first
-            task, self._pending = self._pending, None
-            task.cancel()
-            await asyncio.wait({task})
+        if self._out is not None:
+            await self._out.aclose()  # the hold's reader stops, then the generator closes
         await self._gen.aclose()
         await self._resp.close()
         self.owner.finished(self.cookie, self.model, self._input, self._proc.output_tokens)

@@ -277,59 +277,76 @@ def synthetic_signature() -> str:
     return "clewdr-lite:" + secrets.token_hex(8)
 
 
-async def hold_events(events):
+class HeldEvents:
     """Hub events of an upstream stream, held until the first content event (or HOLD_SECONDS), as
     MessagesStream.prime() holds Anthropic bytes: an error event or the end before any content
-    raises EarlyError, so another key or provider may still answer. Returns the events, held ones
-    first; after a hold that timed out they follow once the read in flight is done."""
-    it = events.__aiter__()
-    held: list = []
-    ended = False
+    raises EarlyError, so another key or provider may still answer. Iterate once for the held
+    events and then the rest (after a hold that timed out, once the read in flight is done);
+    aclose() stops the reader, then closes the stream."""
 
-    async def fill() -> None:
-        nonlocal ended
+    def __init__(self, events) -> None:
+        self._it = events.__aiter__()
+        self._held: list = []
+        self._ended = False
+        self._task: asyncio.Task | None = None
+
+    async def _fill(self) -> None:
         while True:
             try:
-                event = await it.__anext__()
+                event = await self._it.__anext__()
             except StopAsyncIteration:
-                ended = True
+                self._ended = True
                 return
-            held.append(event)
+            self._held.append(event)
             if event.get("type") in _CONTENT or event.get("type") == "error":
                 return
 
-    task = asyncio.ensure_future(fill())
-    try:
-        done, _ = await asyncio.wait({task}, timeout=HOLD_SECONDS)
-        if done:
-            task.result()
-            last = held[-1] if held else {}
-            if last.get("type") == "error":
-                raise EarlyError(ue.classify_event(last))
-            if ended:
-                raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
-                    "the upstream ended its stream before any content")))
-    except BaseException:  # an early error, or cancelled (the client left): free the upstream
-        task.cancel()
-        await asyncio.wait({task})  # the read in flight runs the generator: let it stop first
-        closer = getattr(it, "aclose", None)
-        if closer is not None:
-            await closer()
-        raise
-
-    async def replay():
+    async def hold(self) -> HeldEvents:
+        """Read until content, an error, the end or the deadline; EarlyError before content."""
+        self._task = task = asyncio.ensure_future(self._fill())
         try:
-            await task
-            for event in held:
+            done, _ = await asyncio.wait({task}, timeout=HOLD_SECONDS)
+            if done:
+                task.result()
+                last = self._held[-1] if self._held else {}
+                if last.get("type") == "error":
+                    raise EarlyError(ue.classify_event(last))
+                if self._ended:
+                    raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
+                        "the upstream ended its stream before any content")))
+        except BaseException:  # an early error, or cancelled (the client left): free the upstream
+            await self.aclose()
+            raise
+        return self
+
+    def __aiter__(self):
+        return self._replay()
+
+    async def _replay(self):
+        try:
+            await self._task
+            for event in self._held:
                 yield event
-            if not ended:
-                async for event in it:
+            if not self._ended:
+                async for event in self._it:
                     yield event
         finally:
-            closer = getattr(it, "aclose", None)
-            if closer is not None:
-                await closer()
-    return replay()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the read in flight (it runs the stream's generator), then close the stream."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        closer = getattr(self._it, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+async def hold_events(events) -> HeldEvents:
+    """`events` held until their first content (see HeldEvents)."""
+    return await HeldEvents(events).hold()
 
 
 async def converted_events(resp, conv):

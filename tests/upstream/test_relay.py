@@ -288,3 +288,20 @@ async def test_a_hub_hold_cancelled_by_a_departing_client_closes_the_stream():
     with pytest.raises(asyncio.CancelledError):
         await holding
     assert closed == [True]
+
+
+async def test_a_timed_out_hub_hold_closed_before_iteration_stops_its_reader(monkeypatch):
+    monkeypatch.setattr(relay, "HOLD_SECONDS", 0.02)
+    gate, closed = asyncio.Event(), []
+
+    async def events():
+        try:
+            yield HUB_START
+            await gate.wait()
+            yield HUB_BLOCK
+        finally:
+            closed.append(True)
+
+    held = await asyncio.wait_for(relay.hold_events(events()), 1)  # the read of HUB_BLOCK is in flight
+    await asyncio.wait_for(held.aclose(), 1)  # no "generator already running", nothing left running
+    assert closed == [True]
