@@ -9,12 +9,11 @@ sticky keys (claude_code_sticky) and usage windows (claude_code_usage).
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
-from typing import Iterable, Iterator, Mapping
 
 from .anthropic import strip_foreign_thinking
-from .claude_code_oauth import (API_VERSION, CLIENT_ID, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE,
+from .anthropic_headers import API_VERSION, SESSION_HEADER, merge_betas, upstream_headers
+from .claude_code_oauth import (CLIENT_ID, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE,
                                 DEFAULT_USER_AGENT, DEFAULT_VERSION, OAUTH_BETA,
                                 TOKEN_HEADERS_BASE, TOKEN_URLS, Pkce, authorize_body,
                                 code_form, code_from_redirect, is_invalid_grant, make_pkce,
@@ -22,7 +21,7 @@ from .claude_code_oauth import (API_VERSION, CLIENT_ID, DEFAULT_REDIRECT_URI, DE
                                 token_headers, token_record, token_url_candidates, user_agent)
 from .claude_code_response import (UsageTracker, api_key_reset, classify_api_key, classify_oauth,
                                    echo_model_event, header, usage_from_message)
-from .claude_code_sticky import SESSION_HEADER, count_cache_key, session_id, sticky_keys
+from .claude_code_sticky import count_cache_key, session_id, sticky_keys
 from .claude_code_usage import WINDOWS, apply_probe, probe_due, tick_windows
 from .model_rules import apply_model_rules, split_model_suffixes
 
@@ -50,29 +49,6 @@ _BILLING_UNITS = (4, 7, 20)  # UTF-16 indices of the first user text that the CL
 _LONG_CONTEXT_MESSAGES = ("long context beta is not yet available",
                           "incompatible with the long context beta")
 _CODE_ONLY_MESSAGE = "only authorized for use with claude code"
-# header values we copy from the client: printable ASCII, no line ends (no header injection)
-_SAFE_VALUE = re.compile(r"[\x20-\x7e]{1,200}")
-
-
-def _tokens(value) -> Iterator[str]:
-    if value is None:
-        return
-    for item in (value,) if isinstance(value, str) else value:
-        for token in str(item).split(","):
-            if token.strip():
-                yield token.strip()
-
-
-def merge_betas(client: str | None, extra: Iterable[str] = (), *, drop: Iterable[str] = (),
-                base: str | None = OAUTH_BETA) -> str:
-    """`anthropic-beta`: base, the client's tokens, then extra; trimmed, deduplicated, minus `drop`."""
-    dropped = set(_tokens(drop))
-    merged: dict[str, None] = {}  # insertion-ordered set: the first occurrence keeps its place
-    for source in (base, client, extra):
-        for token in _tokens(source):
-            if token not in dropped:
-                merged.setdefault(token)
-    return ",".join(merged)
 
 
 def first_user_text(req: dict) -> str:
@@ -168,25 +144,6 @@ def prepare_request(req: dict, *, version: str, entrypoint: str, custom_system: 
     out = prepare_system(out, version=version, entrypoint=entrypoint,
                          custom_system=custom_system, prelude=prelude)
     return out, [LONG_CONTEXT_BETA] if one_m and want_1m else []
-
-
-def upstream_headers(client_headers: Mapping[str, str], *, auth: dict, betas: str,
-                     user_agent: str | None, oauth: bool) -> dict:
-    """Headers of an upstream Messages call (§6.1), built from an allow-list, never copied whole."""
-    version = header(client_headers, "anthropic-version").strip()
-    headers = {**auth,
-               "anthropic-version": version if _SAFE_VALUE.fullmatch(version) else API_VERSION,
-               "Content-Type": "application/json"}
-    if betas:
-        headers["anthropic-beta"] = betas
-    if user_agent:
-        headers["User-Agent"] = user_agent
-    if oauth:
-        headers["x-app"] = "cli"  # the CLI sends it; part of looking like Claude Code
-    session = header(client_headers, SESSION_HEADER).strip()
-    if _SAFE_VALUE.fullmatch(session):
-        headers[SESSION_HEADER] = session
-    return headers
 
 
 def is_long_context_error(status: int, message: str | None) -> bool:

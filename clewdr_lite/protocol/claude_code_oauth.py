@@ -14,8 +14,9 @@ import re
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+from .anthropic_headers import API_VERSION
+
 CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
-API_VERSION = "2023-06-01"
 OAUTH_BETA = "oauth-2025-04-20"
 DEFAULT_VERSION = "2.1.76"
 DEFAULT_USER_AGENT = "claude-cli/{version} (external, cli)"

@@ -9,9 +9,9 @@ import hashlib
 import json
 from typing import Mapping
 
+from .anthropic_headers import SESSION_HEADER
 from .claude_code_response import header
 
-SESSION_HEADER = "X-Claude-Code-Session-Id"
 SESSION_KEY, PREFIX_KEY, SYSTEM_KEY = "s:", "p:", "h:"
 MAX_SESSION_ID = 200  # longer ids are hashed, so the sticky map's memory stays bounded
 MAX_CHECKPOINTS = 8  # the API takes 4 cache breakpoints; more only bloat the map

@@ -240,7 +240,7 @@ async def serve_web(request: web.Request, req: dict, dialect: str, *, original: 
             return await send_stream(request, events, stream_out(dialect, model, config, include_usage))
         message = await aggregate(events)
     finally:
-        log.info("[FIN] elapsed: %.2fs", time.monotonic() - started)
+        logs.info(log, f"[FIN] elapsed: {time.monotonic() - started:.2f}s")
     note_usage(request, message.get("usage"))
     if dialect == errors.ANTHROPIC and anthropic.thinking_from_suffix(original):
         message = anthropic.without_thinking(message)  # SillyTavern reads content[0].text only (clients.md §6.1)

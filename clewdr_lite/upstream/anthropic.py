@@ -8,9 +8,10 @@ from typing import Mapping
 
 from clewdr_lite import errors
 from clewdr_lite.protocol import anthropic as hub
-from clewdr_lite.protocol import claude_code as cc
+from clewdr_lite.protocol import anthropic_headers as ah
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
+from clewdr_lite.protocol.claude_code_response import classify_api_key
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
 from clewdr_lite.upstream.relay import EarlyError, MessagesStream
@@ -37,11 +38,11 @@ class AnthropicKeys(KeyedProvider):
         return (self.provider.base_url or DEFAULT_BASE).rstrip("/") + "/" + path
 
     async def _send(self, key: str, path: str, body: dict | bytes, client_headers, *, stream: bool):
-        betas = cc.merge_betas(client_headers.get("anthropic-beta"), base=None)
-        headers = cc.upstream_headers(client_headers, auth={"x-api-key": key}, betas=betas,
+        betas = ah.merge_betas(client_headers.get("anthropic-beta"), base=None)
+        headers = ah.upstream_headers(client_headers, auth={"x-api-key": key}, betas=betas,
                                       user_agent=None, oauth=False)
         headers.update(self.provider.headers or {})
-        return await self._post(key, self._url(path), headers, body, stream=stream, classify=cc.classify_api_key)
+        return await self._post(key, self._url(path), headers, body, stream=stream, classify=classify_api_key)
 
     async def open(self, req: dict, *, model: str, stream: bool, echo_model: str,
                    client_headers: Mapping[str, str], raw: bytes | None = None):

@@ -169,7 +169,8 @@ class ClaudeCode:
     def _betas(self, record: dict, client_headers, extra: list[str], drop_1m: bool) -> str:
         cfg = self._config()
         drop = [cc.LONG_CONTEXT_BETA] if drop_1m else []
-        return cc.merge_betas(client_headers.get("anthropic-beta"), [*extra, *cfg.claude_code_betas], drop=drop)
+        return cc.merge_betas(client_headers.get("anthropic-beta"), [*extra, *cfg.claude_code_betas], drop=drop,
+                              base=cc.OAUTH_BETA)
 
     async def _attempt(self, record: dict, req: dict, *, stream: bool, echo_model: str, client_headers):
         """One cookie, with the same-cookie fixes of §6.7 (refresh, re-authorize, prelude, no 1M)."""

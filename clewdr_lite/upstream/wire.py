@@ -462,10 +462,11 @@ class LeanClient:
         target = _target(url)
         data = _request_bytes(method, target, headers, body)
         head_only = method == "HEAD"
-        loop = asyncio.get_running_loop()
-        expires = loop.time() + deadline
         origin = scheme, host, port = target[0]
         conn = self._pooled(origin)
+        # a pooled connection knows its loop: on Python 3.11 get_running_loop() is a getpid() call
+        loop = conn.loop if conn is not None else asyncio.get_running_loop()
+        expires = loop.time() + deadline
         if conn is not None:
             try:
                 return await self._exchange(loop, conn, data, head_only, expires)

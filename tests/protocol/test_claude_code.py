@@ -46,8 +46,10 @@ def test_merge_betas(client, extra, drop, base, expected):
     assert cc.merge_betas(client, extra, drop=drop, base=base) == expected
 
 
-def test_merge_betas_default_base_and_generators():
-    assert cc.merge_betas("b", (t for t in ["c"])) == "oauth-2025-04-20,b,c"
+def test_merge_betas_base_is_asked_for_and_extra_may_be_a_generator():
+    assert cc.merge_betas("b", (t for t in ["c"]), base=cc.OAUTH_BETA) == "oauth-2025-04-20,b,c"
+    with pytest.raises(TypeError):
+        cc.merge_betas("b")  # a caller must say whether the OAuth beta leads (API keys: it must not)
 
 
 # ---------------------------------------------------------------- billing (§6.3)
