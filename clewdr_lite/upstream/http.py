@@ -298,7 +298,11 @@ class CurlClient:
     def _get(self):
         if self._session is None:
             from curl_cffi.requests import AsyncSession
-            self._session = AsyncSession(max_clients=64, impersonate="chrome")
+            # discard_cookies: the session keeps no cookie jar. claude.ai's answers set cookies of
+            # the visit (lastActiveOrg, activitySessionId, Cloudflare's); one session serves every
+            # account, so a kept jar would send one account's cookies with another's calls (the
+            # aiohttp client keeps none either: DummyCookieJar). Each call sends its sessionKey only.
+            self._session = AsyncSession(max_clients=64, impersonate="chrome", discard_cookies=True)
         return self._session
 
     def _multipart(self, files):

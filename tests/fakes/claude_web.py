@@ -92,7 +92,17 @@ class FakeClaudeWeb(FakeServer):
         app.router.add_post(conv + "/{conv}/completion", self._completion, name="completion")
         app.router.add_post(p + "api/{org}/upload", self._upload, name="upload")
         app.on_shutdown.append(self._on_shutdown)
+        app.on_response_prepare.append(self._set_session_cookies)
         return app
+
+    async def _set_session_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
+        """As claude.ai's answers do: cookies of the visit (the account's last organization, an
+        activity id), which a client must not send with another account's calls."""
+        account = self.accounts.get(session_key(request.headers.get("Cookie")) or "")
+        if account is not None:
+            # headers, not set_cookie(): aiohttp has turned its cookies into headers by now
+            response.headers.add("Set-Cookie", f"lastActiveOrg={account.org_uuid}; Path=/")
+            response.headers.add("Set-Cookie", f"activitySessionId={uuid.uuid4()}; Path=/")
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         self.release()

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import PASSWORD, make_cookie
 from tests.fakes.claude_web import Reply
+from tests.fakes.claude_web_wire import session_key
 
 MODEL = "claude-sonnet-4-6"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
@@ -133,3 +134,22 @@ async def test_web_search_tool_enables_search(proxy, fake_web):
     assert fake_web.completions[-1]["tools"] == [{"name": "web_search", "type": "web_search_v0"}]
     types = [b.type for b in msg.content]
     assert "server_tool_use" in types and "web_search_tool_result" in types
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "curl_cffi"])
+async def test_cookies_claude_ai_sets_never_ride_along(backend, fake_web, start_proxy):
+    """claude.ai's answers set cookies (lastActiveOrg names the account's organization): the
+    proxy sends each call with its own sessionKey and nothing an earlier answer set, so one
+    account's cookies never reach another account's calls."""
+    if backend == "curl_cffi":
+        pytest.importorskip("curl_cffi")
+    cookies = [make_cookie(1), make_cookie(2)]
+    for cookie in cookies:
+        fake_web.add_account(cookie)
+    proxy = await start_proxy({"rproxy": fake_web.base_url}, cookies=cookies, backend=backend)
+    async with client(proxy) as c:
+        for n in range(6):
+            await c.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": f"hi {n}"}])
+    sent = [r.headers.getall("Cookie", []) for r in fake_web.requests]
+    assert {session_key(h[0]) for h in sent} == set(cookies)  # both accounts served
+    assert all(len(h) == 1 and h[0].count("=") == 1 and h[0].startswith("sessionKey=") for h in sent), sent
