@@ -98,8 +98,17 @@ def setup_logging(config, log_dir: Path | None) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def lean_imports() -> None:
+    """Choices for dependencies not imported yet. aiohttp keeps its signal and middleware lists in
+    frozenlist, whose C extension is C++ and maps libstdc++ (about 0.9 MiB resident) for a list
+    wrapper read at start-up; frozenlist's pure-Python class is the same class, and nothing per
+    request notices. An explicit FROZENLIST_NO_EXTENSIONS in the environment wins."""
+    os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `clewdr-lite` and `python -m clewdr_lite`."""
+    lean_imports()
     args = build_parser().parse_args(argv)
     if args.version or args.command == "version":
         print(version_text())

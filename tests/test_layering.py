@@ -7,6 +7,7 @@ pool.py) imports no I/O, clock, logging or config module; curl_cffi is imported 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,22 @@ def test_the_claude_ai_and_claude_code_upstreams_are_built_when_first_used():
     done = subprocess.run([sys.executable, "-c", WEB_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "ClaudeWeb", "ClaudeCode", "True", "True"]
+
+
+STDCXX_PROBE = """
+import sys
+from clewdr_lite import cli
+cli.lean_imports()
+import aiohttp.web
+from clewdr_lite.server import runner
+maps = open("/proc/self/maps").read()
+print("frozenlist._frozenlist" in sys.modules, "libstdc++" in maps)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_the_server_maps_no_cxx_runtime():
+    done = subprocess.run([sys.executable, "-c", STDCXX_PROBE], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items() if k != "FROZENLIST_NO_EXTENSIONS"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
