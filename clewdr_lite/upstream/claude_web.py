@@ -237,7 +237,7 @@ class ClaudeWeb:
 
         async def attempt(record: dict) -> "WebStream":
             return await self._start(record["cookie"], req, flat, files, raw=raw, echo_model=echo_model,
-                                     input_tokens=input_tokens)
+                                     input_tokens=input_tokens, stream=stream)
         return await self.attempts(attempt)
 
     async def attempts(self, attempt: Callable, *, need_code: bool = False, sticky_keys=()) -> Any:
@@ -310,16 +310,16 @@ class ClaudeWeb:
         return errors.NoCredential(f"No cookie available{detail}")
 
     async def _start(self, cookie: str, req: dict, flat, files, *, raw: bool, echo_model: str,
-                     input_tokens: int) -> "WebStream":
+                     input_tokens: int, stream: bool) -> "WebStream":
         self.pool.acquire(cookie)
         try:
             resp = await self._attempt(cookie, req, flat, files, raw=raw)
             processor = (web.RawEvents if raw else web.WebEvents)(
                 model=echo_model, msg_id=f"msg_{uuid.uuid4().hex[:24]}", input_tokens=input_tokens,
                 stops=req.get("stop_sequences") or [])
-            stream = WebStream(self, cookie, req["model"], resp, processor, input_tokens)
-            await stream.prime()
-            return stream
+            events = WebStream(self, cookie, req["model"], resp, processor, input_tokens)
+            await events.prime(whole=not stream)
+            return events
         except BaseException:
             self.pool.release(cookie)
             raise
@@ -378,11 +378,12 @@ class WebStream:
             return []
         return self._proc.feed(event) if isinstance(event, dict) else []
 
-    async def prime(self) -> None:
-        """Hold events until the first content (relay.hold_events): an error or the end before it
-        is a failed attempt the caller may retry."""
+    async def prime(self, *, whole: bool = False) -> None:
+        """Hold events until the first content (relay.hold_events; `whole`: for a client that
+        waits for the whole answer, however long it takes): an error or the end before it is a
+        failed attempt the caller may retry."""
         try:
-            self._out = await hold_events(self._gen)
+            self._out = await hold_events(self._gen, whole=whole)
         except EarlyError as exc:
             await self.aclose()
             raise AttemptFailed(exc.outcome) from None

@@ -301,13 +301,22 @@ class HeldEvents:
             if event.get("type") in _CONTENT or event.get("type") == "error":
                 return
 
-    async def hold(self) -> HeldEvents:
-        """Read until content, an error, the end or the deadline; EarlyError before content."""
-        self._task = task = asyncio.ensure_future(self._fill())
+    async def hold(self, *, whole: bool = False) -> HeldEvents:
+        """Read until content, an error, the end or HOLD_SECONDS; EarlyError before content.
+
+        `whole`: for a client that waits for the whole answer, which has no stream to start
+        meanwhile: no deadline, read in the caller's task (no task, no timer), so a failure
+        anywhere before the content can still go to another credential."""
         try:
-            done, _ = await asyncio.wait({task}, timeout=HOLD_SECONDS)
+            if whole:
+                await self._fill()
+                done = True
+            else:
+                self._task = task = asyncio.ensure_future(self._fill())
+                done, _ = await asyncio.wait({task}, timeout=HOLD_SECONDS)
+                if done:
+                    task.result()
             if done:
-                task.result()
                 last = self._held[-1] if self._held else {}
                 if last.get("type") == "error":
                     raise EarlyError(ue.classify_event(last))
@@ -324,7 +333,8 @@ class HeldEvents:
 
     async def _replay(self):
         try:
-            await self._task
+            if self._task is not None:
+                await self._task
             for event in self._held:
                 yield event
             if not self._ended:
@@ -344,9 +354,9 @@ class HeldEvents:
             await closer()
 
 
-async def hold_events(events) -> HeldEvents:
-    """`events` held until their first content (see HeldEvents)."""
-    return await HeldEvents(events).hold()
+async def hold_events(events, *, whole: bool = False) -> HeldEvents:
+    """`events` held until their first content (see HeldEvents.hold)."""
+    return await HeldEvents(events).hold(whole=whole)
 
 
 async def converted_events(resp, conv):

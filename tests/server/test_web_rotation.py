@@ -205,3 +205,30 @@ async def test_usage_recorded_per_cookie(fake_web, start_proxy):
         assert record[bucket]["total_input_tokens"] == msg.usage.input_tokens
         assert record[bucket]["sonnet_output_tokens"] == msg.usage.output_tokens
     assert "weekly_opus_usage" not in record
+
+
+async def test_a_whole_answer_goes_to_the_next_cookie_on_an_error_before_content(fake_web, start_proxy, monkeypatch):
+    """A non-streaming client has no stream to start, so the claude.ai stream is held until its
+    content without a deadline: an error event before any text that comes after HOLD_SECONDS
+    is still a failed attempt, and the next cookie answers."""
+    import asyncio
+
+    from clewdr_lite.upstream import relay
+    from tests.fakes.claude_web import Reply
+
+    monkeypatch.setattr(relay, "HOLD_SECONDS", 0.02)
+    first, second = make_cookie("first"), make_cookie("second")
+    fake_web.add_account(first)
+    fake_web.add_account(second)
+    replies = iter([Reply(error={"type": "overloaded_error", "message": "Overloaded"}), Reply(text="second try")])
+    fake_web.reply_hook = lambda body: next(replies)
+    fake_web.stall_after = 1  # message_start goes out; the error waits
+    proxy = await start_proxy({"rproxy": fake_web.base_url}, cookies=[first, second])
+    async with anth(proxy) as c:
+        asking = asyncio.ensure_future(c.messages.create(model=MODEL, max_tokens=50, messages=MSG))
+        await asyncio.wait_for(fake_web.stream_stalled.wait(), 5)
+        await asyncio.sleep(0.1)  # five hold deadlines
+        fake_web.release()
+        msg = await asyncio.wait_for(asking, 5)
+    assert msg.content[0].text == "second try"
+    assert len(fake_web.completions) == 2

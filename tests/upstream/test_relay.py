@@ -305,3 +305,50 @@ async def test_a_timed_out_hub_hold_closed_before_iteration_stops_its_reader(mon
     held = await asyncio.wait_for(relay.hold_events(events()), 1)  # the read of HUB_BLOCK is in flight
     await asyncio.wait_for(held.aclose(), 1)  # no "generator already running", nothing left running
     assert closed == [True]
+
+
+async def test_a_whole_answer_hold_waits_past_the_deadline_in_the_callers_task(monkeypatch):
+    """A client waiting for the whole answer has no stream to start: the hold has no deadline,
+    and the read runs in the caller's task (no task, no timer)."""
+    monkeypatch.setattr(relay, "HOLD_SECONDS", 0.01)
+    gate = asyncio.Event()
+    tasks = len(asyncio.all_tasks())
+    holding = asyncio.ensure_future(relay.hold_events(scripted_events([HUB_START, "wait", HUB_BLOCK, HUB_STOP], gate),
+                                                      whole=True))
+    await asyncio.sleep(0.05)
+    assert not holding.done()  # five deadlines later, still held
+    assert len(asyncio.all_tasks()) == tasks + 1  # only the holding task itself
+    gate.set()
+    events = await asyncio.wait_for(holding, 1)
+    assert [e async for e in events] == [HUB_START, HUB_BLOCK, HUB_STOP]
+
+
+async def test_a_whole_answer_hold_fails_over_on_an_error_after_the_deadline(monkeypatch):
+    monkeypatch.setattr(relay, "HOLD_SECONDS", 0.01)
+    gate = asyncio.Event()
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    holding = asyncio.ensure_future(relay.hold_events(scripted_events([HUB_START, "wait", error], gate), whole=True))
+    await asyncio.sleep(0.05)
+    gate.set()
+    with pytest.raises(EarlyError) as caught:
+        await asyncio.wait_for(holding, 1)
+    assert caught.value.outcome.error.status == 529
+
+
+async def test_a_whole_answer_hold_cancelled_by_a_departing_client_closes_the_stream():
+    gate, closed = asyncio.Event(), []
+
+    async def events():
+        try:
+            yield HUB_START
+            await gate.wait()
+            yield HUB_BLOCK
+        finally:
+            closed.append(True)
+
+    holding = asyncio.ensure_future(relay.hold_events(events(), whole=True))
+    await asyncio.sleep(0.01)
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+    assert closed == [True]
