@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
+from clewdr_lite import errors
 from clewdr_lite.protocol.sse import json_bytes
 
 log = logging.getLogger("clewdr_lite.http")
@@ -302,7 +303,13 @@ class CurlClient:
             # the visit (lastActiveOrg, activitySessionId, Cloudflare's); one session serves every
             # account, so a kept jar would send one account's cookies with another's calls (the
             # aiohttp client keeps none either: DummyCookieJar). Each call sends its sessionKey only.
-            self._session = AsyncSession(max_clients=64, impersonate="chrome", discard_cookies=True)
+            try:
+                self._session = AsyncSession(max_clients=64, impersonate="chrome", discard_cookies=True)
+            except TypeError:  # older than 0.11.2: installed apart from clewdr-lite's requirements
+                from curl_cffi import __version__
+                raise errors.UpstreamUnavailable(
+                    f"curl_cffi {__version__} is too old for clewdr-lite, which needs 0.11.2 or later: "
+                    "run `python3 -m pip install -U curl_cffi`") from None
         return self._session
 
     def _multipart(self, files):

@@ -153,3 +153,24 @@ async def test_cookies_claude_ai_sets_never_ride_along(backend, fake_web, start_
     sent = [r.headers.getall("Cookie", []) for r in fake_web.requests]
     assert {session_key(h[0]) for h in sent} == set(cookies)  # both accounts served
     assert all(len(h) == 1 and h[0].count("=") == 1 and h[0].startswith("sessionKey=") for h in sent), sent
+
+
+async def test_a_curl_cffi_too_old_for_discard_cookies_is_a_clear_error(fake_web, start_proxy, monkeypatch):
+    """curl_cffi before 0.11.2 has no discard_cookies: the client gets a 502 saying what to do."""
+    requests = pytest.importorskip("curl_cffi.requests")
+    real = requests.AsyncSession
+
+    def old_session(*args, discard_cookies=None, **kwargs):
+        if discard_cookies is not None:
+            raise TypeError("__init__() got an unexpected keyword argument 'discard_cookies'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(requests, "AsyncSession", old_session)
+    fake_web.add_account(make_cookie(1))
+    proxy = await start_proxy({"rproxy": fake_web.base_url}, cookies=[make_cookie(1)], backend="curl_cffi")
+    async with client(proxy) as c:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            await c.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 502
+    assert "needs 0.11.2 or later" in caught.value.message and "pip install -U curl_cffi" in caught.value.message
+    assert fake_web.completions == [] and len(proxy.state.pool.valid) == 1  # not the cookie's fault
