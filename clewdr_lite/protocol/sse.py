@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 COMMENT_KEEPALIVE = b": keep-alive\n\n"
 
@@ -31,19 +31,89 @@ def ends_event(data: bytes) -> bool:
     return data.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
 
 
+_WHITESPACE = b" \t\r\n"
+_VALUE = json.JSONDecoder().raw_decode
+
+
+class UsageScanner:
+    """The usage objects a JSON or event-stream body reports, read from relayed bytes without
+    decoding the body: after each `"<key>":` one JSON value is decoded (across chunks when a
+    chunk's end cuts it) and `found(value)` gets it when it is an object (OpenAI streams carry
+    `"usage": null` in every chunk). Inside a JSON string the key's quotes are escaped, so text
+    never matches; the last object a stream reports is its final count."""
+
+    LIMIT = 4096  # bytes a usage value may take; a longer one is not a usage object
+
+    def __init__(self, key: str, found: Callable[[dict], None]) -> None:
+        self._marker = b'"' + key.encode() + b'"'
+        self._found = found
+        self._cut = b""  # from a marker whose value the last chunk cut
+        self._carry = b""  # the last chunk's end, shorter than the marker: a marker may span two
+
+    def feed(self, chunk: bytes) -> None:
+        """Scan the next bytes of the body."""
+        marker, carry = self._marker, self._carry
+        if self._cut:
+            data, self._cut = self._cut + chunk, b""
+            start = 0
+        else:
+            data, start = chunk, 0
+            if carry:  # only a marker that spans the two chunks is looked for here
+                at = (carry + chunk[:len(marker) - 1]).find(marker)
+                if at >= 0:
+                    data, start = carry + chunk, at
+        at = data.find(marker, start)
+        while at >= 0:
+            end = self._value(data, at)
+            if end < 0:  # cut by the chunk's end: wait for the rest (within LIMIT)
+                self._cut = data[at:] if len(data) - at < self.LIMIT else b""
+                self._carry = b""
+                return
+            at = data.find(marker, end)
+        keep = len(marker) - 1
+        self._carry = data[-keep:] if len(data) >= keep else (carry + data)[-keep:]
+
+    def _value(self, data: bytes, at: int) -> int:
+        """Decode the value after the marker at `at`; the index to search on from, -1 when cut."""
+        pos = self._skip(data, at + len(self._marker))
+        if pos == len(data):
+            return -1
+        if data[pos] != 58:  # no `:` after it: a string that reads like the key, not a key
+            return pos
+        pos = self._skip(data, pos + 1)
+        text = data[pos:pos + self.LIMIT].decode("utf-8", "replace")
+        try:
+            value, used = _VALUE(text)
+        except ValueError:  # not JSON (passed over), or cut by the chunk's end (wait for more)
+            cut = pos + self.LIMIT > len(data) and data.find(self._marker, pos) < 0
+            return -1 if cut else pos
+        if isinstance(value, dict):
+            self._found(value)
+        return pos + len(text[:used].encode())
+
+    @staticmethod
+    def _skip(data: bytes, pos: int) -> int:
+        while pos < len(data) and data[pos] in _WHITESPACE:
+            pos += 1
+        return pos
+
+
 class ByteRelay:
     """A stream translator (send_stream's feed/close) for upstream event-stream bytes passed on as
     they come; `relay()` may edit them. A hub `error` event (the upstream failed after the first
     byte) is written as `error_bytes()` renders it in the dialect, after a blank line when an
-    upstream event was left open."""
+    upstream event was left open. A `usage` scanner sees the bytes as they pass."""
 
-    def __init__(self) -> None:
+    def __init__(self, usage: UsageScanner | None = None) -> None:
         self.at_boundary = True
+        self._usage = usage
 
     def feed(self, data: bytes | dict) -> bytes:
         """The bytes (relayed), or an error event's."""
         if isinstance(data, dict):
             return (b"" if self.at_boundary else b"\n\n") + self.error_bytes(data)
+        if self._usage is not None:
+            self._usage.feed(data)
         data = self.relay(data)
         self.at_boundary = ends_event(data)
         return data

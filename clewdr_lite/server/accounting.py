@@ -14,7 +14,8 @@ import time
 from aiohttp import web
 
 from clewdr_lite.client_keys import cost
-from clewdr_lite.errors import anthropic_type
+from clewdr_lite.errors import GEMINI, anthropic_type
+from clewdr_lite.protocol.sse import UsageScanner
 from clewdr_lite.protocol.tokens import estimate_request, estimate_text
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.middleware import cors_headers, dialect_of
@@ -54,6 +55,20 @@ def note_usage(request: web.Request, usage: dict | None) -> None:
         record.update(input_tokens=inputs, cache_write=written, cache_read=read)
     if usage.get("output_tokens") is not None:
         record["output_tokens"] = int(usage["output_tokens"])
+
+
+def usage_scanner(request: web.Request, dialect: str) -> UsageScanner:
+    """Notes the usage a relayed OpenAI (`usage`) or Gemini (`usageMetadata`) answer reports, as
+    its bytes pass (the body is never decoded whole); the last report wins."""
+    if dialect == GEMINI:
+        from clewdr_lite.protocol.gemini_response import hub_usage as gemini_usage
+        return UsageScanner("usageMetadata", lambda meta: note_usage(request, gemini_usage(meta)))
+    from clewdr_lite.protocol.openai_upstream_stream import hub_usage as openai_usage
+
+    def found(usage: dict) -> None:
+        if "prompt_tokens" in usage or "completion_tokens" in usage:
+            note_usage(request, openai_usage(usage))
+    return UsageScanner("usage", found)
 
 
 def note_event(request: web.Request, event: dict) -> None:

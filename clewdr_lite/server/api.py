@@ -12,7 +12,7 @@ from clewdr_lite import errors, lazy, logs, router
 from clewdr_lite.protocol import anthropic, tokens
 from clewdr_lite.protocol.sse import ByteRelay, json_bytes
 from clewdr_lite.server import models
-from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage
+from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage, usage_scanner
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import aggregate, hub_call, respond_hub, stream_out
 from clewdr_lite.server.middleware import public
@@ -176,8 +176,8 @@ class OpenAIRawOut(ByteRelay):
     """OpenAI stream bytes relayed, the upstream's model name swapped for the client's when they
     differ (a cheap byte replace, no JSON round trip)."""
 
-    def __init__(self, upstream: str | None = None, echo: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, upstream: str | None = None, echo: str | None = None, *, usage=None) -> None:
+        super().__init__(usage)
         self._pairs = [] if upstream == echo else [
             (f'"model":{json.dumps(upstream)}'.encode(), f'"model":{json.dumps(echo)}'.encode()),
             (f'"model": {json.dumps(upstream)}'.encode(), f'"model": {json.dumps(echo)}'.encode())]
@@ -198,7 +198,8 @@ async def serve_openai_passthrough(request: web.Request, body: dict, route) -> w
     """An OpenAI client on an OpenAI-compatible provider: bytes relayed, model and auth swapped."""
     state = request.app[STATE]
     stream = bool(body.get("stream"))
-    echo = OpenAIRawOut(route.model, body["model"])
+    usage = usage_scanner(request, errors.OPENAI)
+    echo = OpenAIRawOut(route.model, body["model"], usage=usage)
     result = await state.keyed[route.provider].passthrough(body, model=route.model, stream=stream)
     if stream:
         return await send_stream(request, upstream_chunks(result), echo)

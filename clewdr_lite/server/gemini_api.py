@@ -11,7 +11,7 @@ from aiohttp import web
 from clewdr_lite import errors, lazy
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol.sse import ByteRelay, json_bytes
-from clewdr_lite.server.accounting import acct, admit, decorate
+from clewdr_lite.server.accounting import acct, admit, decorate, usage_scanner
 from clewdr_lite.server.api import OpenAIRawOut, json_response, read_json, route_for
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import hub_call
@@ -26,8 +26,8 @@ KEEPALIVE_FIRST_S = 15.0
 class GeminiRawOut(ByteRelay):
     """Upstream Gemini bytes unchanged; no keep-alives (some SSE readers parse every line, §8)."""
 
-    def __init__(self, *, sse: bool) -> None:
-        super().__init__()
+    def __init__(self, *, sse: bool, usage=None) -> None:
+        super().__init__(usage)
         self._sse = sse
         self._wrote = False
 
@@ -94,15 +94,24 @@ async def native(request: web.Request) -> web.StreamResponse:
 
 async def _native_google(request, google, model: str, method: str, body: dict) -> web.StreamResponse:
     alt = request.query.get("alt")
+    usage = usage_scanner(request, errors.GEMINI)
     if method != "streamGenerateContent":
-        answer = await _maybe_keepalive(request, google.native(model, method, body, alt=None))
+        answer = await _maybe_keepalive(request, _counted(google.native(model, method, body, alt=None), usage))
         if isinstance(answer, web.StreamResponse):
             return answer
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
     resp = await google.native(model, method, body, alt=alt)
     kind = resp.headers.get("Content-Type", "text/event-stream" if alt == "sse" else "application/json")
-    return await send_stream(request, upstream_chunks(resp), GeminiRawOut(sse=alt == "sse"),
+    return await send_stream(request, upstream_chunks(resp), GeminiRawOut(sse=alt == "sse", usage=usage),
                              headers={"Content-Type": kind})
+
+
+async def _counted(call, usage):
+    """A whole answer, its reported usage noted (a keep-alive answer writes it later itself)."""
+    answer = await call
+    if answer.status == 200:
+        usage.feed(answer.body)
+    return answer
 
 
 async def _native_via_hub(request, route, model: str, method: str, body: dict) -> web.StreamResponse:
@@ -169,8 +178,11 @@ async def openai_compatible(request: web.Request) -> web.StreamResponse:
     kind = "vertex" if "/vertex/" in request.path else "gemini"
     stream = bool(body.get("stream"))
     result = await state.google[kind].openai(body, stream=stream)
+    usage = usage_scanner(request, errors.OPENAI)
     if stream:
-        return await send_stream(request, upstream_chunks(result), OpenAIRawOut())
+        return await send_stream(request, upstream_chunks(result), OpenAIRawOut(usage=usage))
+    if result.status == 200:
+        usage.feed(result.body)
     return web.Response(status=result.status, body=result.body, content_type="application/json")
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, Event, SSEDecoder, encode, encode_json
+from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, Event, SSEDecoder, UsageScanner, encode, encode_json
 
 ANTHROPIC = (
     b"event: message_start\n"
@@ -356,3 +356,46 @@ def test_byte_relay_writes_an_error_after_a_blank_line_only_when_an_event_was_le
     assert out.feed(b"data: {\"cut") == b"DATA: {\"CUT" and out.feed(error) == b"\n\ndata: lost\n\n"
     out = Upper()
     assert out.feed(b"data: a\r\n\r\n") and out.feed(error) == b"data: lost\n\n" and out.close() == b""
+
+
+# ---------------------------------------------------------------- usage read from relayed bytes
+
+OPENAI_USAGE = {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16}
+OPENAI_BODY = (b'data: {"id":"1","choices":[{"delta":{"content":"say \\"usage\\": {\\"prompt_tokens\\": 9}"}}],'
+               b'"usage":null}\n\n'
+               b'data: {"id":"1","choices":[{"delta":{"content":"usage"},"finish_reason":"stop"}],"usage" : null}\n\n'
+               b'data: {"id":"1","choices":[],"usage": ' + json.dumps(OPENAI_USAGE).encode() + b'}\n\n'
+               b'data: [DONE]\n\n')
+GEMINI_BODY = b"[" + b",\n".join(json.dumps({"candidates": [{"content": {"parts": [{"text": f"part {n}"}]}}],
+                                              "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": n}}).encode()
+                                  for n in (1, 2, 3)) + b"]"
+
+
+def scan(key: str, body: bytes, cuts: list[int]) -> list[dict]:
+    found: list[dict] = []
+    scanner = UsageScanner(key, found.append)
+    edges = [0, *cuts, len(body)]
+    for a, b in zip(edges, edges[1:]):
+        scanner.feed(body[a:b])
+    return found
+
+
+@pytest.mark.parametrize("key, body, expected", [
+    ("usage", OPENAI_BODY, [OPENAI_USAGE]),
+    ("usageMetadata", GEMINI_BODY, [{"promptTokenCount": 7, "candidatesTokenCount": n} for n in (1, 2, 3)]),
+])
+def test_usage_is_read_from_bytes_however_they_are_cut(key, body, expected):
+    """Nulls and the key inside a string are passed over; values cut by a chunk's end are joined."""
+    rng = random.Random(7)
+    assert scan(key, body, []) == expected
+    assert scan(key, body, list(range(1, len(body)))) == expected  # a byte at a time
+    for _ in range(500):
+        cuts = sorted(rng.sample(range(1, len(body)), rng.randint(1, 30)))
+        assert scan(key, body, cuts) == expected, cuts
+
+
+def test_usage_scanning_skips_what_is_not_a_usage_value():
+    big = b'{"usage": {"x": "' + b"a" * (UsageScanner.LIMIT + 10) + b'"}}'
+    assert scan("usage", big, [100, 5000]) == []  # longer than a usage object can be
+    assert scan("usage", b'["usage", {"usage": nope}, {"usage": {"prompt_tokens": 1}}]', [12]) == [{"prompt_tokens": 1}]
+    assert scan("usage", b'data: {"usage": {"prompt_tokens": 1', []) == []  # cut and never completed

@@ -413,3 +413,41 @@ async def test_a_native_stream_cut_midway_ends_with_googles_error(google, start_
     else:
         assert text.endswith(",\n" + error + "]")
     assert not [r for r in caplog.records if "unhandled error" in r.getMessage()]
+
+
+@pytest.mark.parametrize("method, alt", [("generateContent", ""), ("streamGenerateContent", "?alt=sse"),
+                                         ("streamGenerateContent", "")], ids=["whole", "sse", "json-array"])
+async def test_native_answers_count_the_usage_google_reports(google, start_proxy, method, alt):
+    """Relayed bytes are never decoded whole, yet the usageMetadata Google reports (the last of a
+    stream's running counts) reaches the request log, and so costs and budgets."""
+    google.add_key(key(1))
+    proxy = await start(start_proxy, google, [key(1)])
+    google.reply = GScript(text=["Hello ", "from ", "Gemini"], usage={
+        "promptTokenCount": 40, "cachedContentTokenCount": 10, "candidatesTokenCount": 7,
+        "thoughtsTokenCount": 3, "totalTokenCount": 50})
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{proxy.url}/v1beta/models/{MODEL}:{method}{alt}",
+                          headers={"x-goog-api-key": PASSWORD}, json=body) as r:
+            assert r.status == 200 and "Gemini" in await r.text()
+    proxy.state.store.flush()
+    row = proxy.state.store.recent(1)[0]
+    assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (40, 10, 10)
+    assert row["cost_usd"] > 0 and row["estimated"] == 0
+
+
+async def test_the_openai_compatible_route_counts_the_usage_google_reports(google, start_proxy):
+    google.add_key(key(1))
+    proxy = await start(start_proxy, google, [key(1)])
+    google.reply = GScript(text=["Hello ", "there"])
+    async with openai.AsyncOpenAI(base_url=proxy.url + "/gemini", api_key=PASSWORD, max_retries=0) as c:
+        whole = await c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        stream = await c.chat.completions.create(model=MODEL, stream=True, stream_options={"include_usage": True},
+                                                 messages=[{"role": "user", "content": "hi"}])
+        reported = [chunk.usage async for chunk in stream]
+    proxy.state.store.flush()
+    streamed, plain = proxy.state.store.recent(2)
+    final = [u for u in reported if u][-1]
+    for row, usage in ((plain, whole.usage), (streamed, final)):
+        assert (row["input_tokens"], row["output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
+        assert row["input_tokens"] > 0 and row["output_tokens"] > 0

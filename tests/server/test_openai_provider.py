@@ -223,3 +223,21 @@ async def test_a_converted_stream_failing_before_content_fails_over(clock, start
                 final = await s.get_final_message()
         assert final.content[0].text and final.stop_reason == "end_turn"
         assert first.cut_streams == 1 and len(second.requests_to("chat")) == 1
+
+
+async def test_passed_through_answers_count_the_usage_the_provider_reports(upstream, start_proxy):
+    """The bytes are relayed, never decoded whole, yet the tokens the provider reports reach the
+    request log (and so costs and client-key budgets), streamed or not."""
+    proxy = await start_proxy({"providers": [provider(upstream)]})
+    upstream.reply = OScript(text=["pass", "ed"])
+    async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=PASSWORD, max_retries=0) as c:
+        whole = await c.chat.completions.create(model="deepseek-chat", messages=[{"role": "user", "content": "x"}])
+        stream = await c.chat.completions.create(model="deepseek-chat", stream=True,
+                                                 messages=[{"role": "user", "content": "x"}])
+        reported = [chunk.usage async for chunk in stream]
+    proxy.state.store.flush()
+    streamed, plain = proxy.state.store.recent(2)
+    final = [u for u in reported if u][-1]  # the proxy asked for it (stream_options), the bytes carry it
+    for row, usage in ((plain, whole.usage), (streamed, final)):
+        assert (row["input_tokens"], row["output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
+        assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0
