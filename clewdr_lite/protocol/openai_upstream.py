@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from typing import Callable
 
 from .openai_upstream_errors import classify_openai
-from .openai_upstream_stream import EXIT_TOOL, OpenAIToHub, flags, openai_to_hub_message
+from .openai_upstream_stream import EXIT_TOOL, OpenAIToHub, flags, openai_to_hub_message, stream_signal
 from .sse import dumps
 
-__all__ = ["EXIT_TOOL", "OpenAIToHub", "classify_openai", "hub_to_openai", "openai_to_hub_message"]
+__all__ = ["EXIT_TOOL", "OpenAIToHub", "classify_openai", "hub_to_openai", "openai_to_hub_message",
+           "stream_signal"]
 
 DEFAULT_MAX_TOKENS = 8192
 # §3.3 reversed: hub tool_choice type -> OpenAI tool_choice ("any" is "required", never "any")

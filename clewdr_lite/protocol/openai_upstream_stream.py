@@ -124,6 +124,21 @@ def upstream_error(error) -> UpstreamError:
                          type=anthropic_type(status))
 
 
+def stream_signal(chunk: Mapping) -> dict | None:
+    """What a parsed OpenAI stream chunk means to a hold before the answer: a hub `error` event
+    for an `{"error": …}` chunk, `{"type": "content_block_start"}` once the answer begins (text,
+    reasoning, a tool call, a refusal or a finish), else None (a role chunk, usage, keep-alive)."""
+    if chunk.get("error") is not None:
+        error = upstream_error(chunk["error"])
+        return {"type": "error", "error": {"type": error.type, "message": error.message}}
+    choice = _first_choice(chunk)
+    delta = choice.get("delta")
+    if choice.get("finish_reason") or (isinstance(delta, dict) and any(
+            delta.get(key) for key in ("content", "reasoning_content", "reasoning", "tool_calls", "refusal"))):
+        return {"type": "content_block_start"}
+    return None
+
+
 def _first_choice(data: Mapping) -> dict:
     choices = data.get("choices")
     return choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}

@@ -16,7 +16,7 @@ from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage, u
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import aggregate, hub_call, respond_hub, stream_out
 from clewdr_lite.server.middleware import public
-from clewdr_lite.server.streaming import send_stream, upstream_chunks
+from clewdr_lite.server.streaming import send_stream
 from clewdr_lite.upstream.relay import new_msg_id
 
 openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
@@ -201,8 +201,8 @@ async def serve_openai_passthrough(request: web.Request, body: dict, route) -> w
     usage = usage_scanner(request, errors.OPENAI)
     echo = OpenAIRawOut(route.model, body["model"], usage=usage)
     result = await state.keyed[route.provider].passthrough(body, model=route.model, stream=stream)
-    if stream:
-        return await send_stream(request, upstream_chunks(result), echo)
+    if stream:  # held upstream items: their bytes, or the error event of a lost connection
+        return await send_stream(request, (item.get("raw", item) async for item in result), echo)
     return web.Response(status=result.status, body=echo.feed(result.body), content_type=JSON)
 
 

@@ -15,9 +15,10 @@ from clewdr_lite.protocol import openai_upstream as ou
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.providers import quirks_for
-from clewdr_lite.upstream.http import drain
+from clewdr_lite.protocol.sse import SSEDecoder
+from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain
 from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
-from clewdr_lite.upstream.relay import (EarlyError, converted_events, hold_events, new_msg_id,
+from clewdr_lite.upstream.relay import (LOST, EarlyError, converted_events, hold_events, new_msg_id,
                                        synthetic_signature)
 
 
@@ -61,7 +62,12 @@ class OpenAICompat(KeyedProvider):
 
         async def attempt(key):
             resp = await self._send(key, body, stream=stream)
-            return resp if stream else Answer(resp.status, await drain(resp))
+            if not stream:
+                return Answer(resp.status, await drain(resp))
+            try:  # held until the answer begins: a failure before it goes to the next key or provider
+                return await hold_events(_raw_items(resp))
+            except EarlyError as exc:
+                raise KeyFailed(exc.outcome) from None
         return await self._each_key(attempt)
 
     async def open(self, req: dict, *, model: str, stream: bool, echo_model: str,
@@ -88,6 +94,30 @@ class OpenAICompat(KeyedProvider):
             return ou.openai_to_hub_message(data, model=echo_model, msg_id=new_msg_id(), signature=synthetic_signature(),
                                             quirks=quirks)
         return await self._each_key(attempt)
+
+
+async def _raw_items(resp):
+    """A relayed stream's chunks as items for hold_events: `{"type": …, "raw": chunk}`, typed by
+    what the chunk's events mean (ou.stream_signal) until the answer begins, untyped and undecoded
+    after; a lost connection is the LOST error event (send_stream's relay renders it)."""
+    decoder, begun = SSEDecoder(), False
+    try:
+        async for chunk in resp.chunks():
+            item = {"type": "raw", "raw": chunk}
+            for ev in () if begun else decoder.feed(chunk):
+                try:
+                    signal = ou.stream_signal(json.loads(ev.data))
+                except (ValueError, AttributeError):  # [DONE], a keep-alive, not an object
+                    continue
+                if signal is not None:
+                    item.update(signal)
+                    begun = signal["type"] != "error"
+                    break
+            yield item
+    except TRANSPORT_ERRORS:
+        yield LOST
+    finally:
+        await resp.close()
 
 
 def _hub_events(resp, model: str, quirks: dict, estimate: int):

@@ -241,3 +241,59 @@ async def test_passed_through_answers_count_the_usage_the_provider_reports(upstr
     for row, usage in ((plain, whole.usage), (streamed, final)):
         assert (row["input_tokens"], row["output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0
+
+
+async def test_a_passed_through_stream_failing_before_content_fails_over(clock, start_proxy):
+    """OpenAI clients get the provider's bytes, but held until the answer begins: a connection lost
+    after the role chunk is a failed attempt, and the next provider answers the stream."""
+    async with FakeOpenAI(clock=clock) as first, FakeOpenAI(clock=clock) as second:
+        first.add_key(KEY)
+        second.add_key(KEY)
+        first.cut_after = 1  # the role chunk, then the connection closes: no content yet
+        second.reply = OScript(text=["from ", "the ", "second"])
+        proxy = await start_proxy({"providers": [provider(first, "one", models=[]), provider(second, "two", models=[])],
+                                   "aliases": {"smart": ["one/gpt-4o", "two/gpt-4o"]}, "max_retries": 0})
+        async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=PASSWORD, max_retries=0) as c:
+            stream = await c.chat.completions.create(model="smart", stream=True,
+                                                     messages=[{"role": "user", "content": "x"}])
+            chunks = [chunk async for chunk in stream]
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "from the second"
+        assert all(ch.model == "smart" for ch in chunks)
+        assert first.cut_streams == 1 and len(second.requests_to("chat")) == 1
+
+
+class ScriptedBody:
+    """An upstream response whose body is the given chunks."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks, self.closed = chunks, False
+
+    async def chunks(self):
+        for chunk in self._chunks:
+            yield chunk
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+OPENROUTER_WAIT = b": OPENROUTER PROCESSING\n\n"
+ROLE = b'data: {"id":"g","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+
+
+@pytest.mark.parametrize("failure, status", [
+    (b'data: {"id":"g","error":{"code":502,"message":"Provider returned error"}}\n\n', 502),
+    (b"data: [DONE]\n\n", 502),
+    (b"<html>captive portal</html>", 502),
+])
+async def test_a_passed_through_stream_is_held_until_its_answer_begins(failure, status):
+    from clewdr_lite.upstream import openai_compat, relay
+
+    body = ScriptedBody([OPENROUTER_WAIT, ROLE, failure])
+    with pytest.raises(relay.EarlyError) as caught:
+        await relay.hold_events(openai_compat._raw_items(body))
+    assert caught.value.outcome.action == "transient" and caught.value.outcome.error.status == status
+    assert body.closed
+    answer = [OPENROUTER_WAIT, ROLE, b'data: {"id":"g","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
+              b'data: {"id":"g","error":{"code":502,"message":"after the answer began: relayed"}}\n\n']
+    held = await relay.hold_events(openai_compat._raw_items(ScriptedBody(answer)))
+    assert [item["raw"] async for item in held] == answer  # every byte, in order, once
