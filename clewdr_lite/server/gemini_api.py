@@ -107,7 +107,7 @@ async def _native_google(request, google, model: str, method: str, body: dict) -
 
 
 async def _counted(call, usage):
-    """A whole answer, its reported usage noted (a keep-alive answer writes it later itself)."""
+    """A whole answer, its reported usage noted as it arrives (under the keep-alive too)."""
     answer = await call
     if answer.status == 200:
         usage.feed(answer.body)
