@@ -63,7 +63,11 @@ class OpenAICompat(KeyedProvider):
         async def attempt(key):
             resp = await self._send(key, body, stream=stream)
             if not stream:
-                return Answer(resp.status, await drain(resp))
+                answer = Answer(resp.status, await drain(resp))
+                if not answer.body.lstrip()[:1] == b"{":  # a 200 page (a portal, a proxy): not an answer
+                    raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
+                        f"{self.provider.name} answered 200 with something that is not JSON")))
+                return answer
             try:  # held until the answer begins: a failure before it goes to the next key or provider
                 return await hold_events(_raw_items(resp))
             except EarlyError as exc:

@@ -297,3 +297,36 @@ async def test_a_passed_through_stream_is_held_until_its_answer_begins(failure, 
               b'data: {"id":"g","error":{"code":502,"message":"after the answer began: relayed"}}\n\n']
     held = await relay.hold_events(openai_compat._raw_items(ScriptedBody(answer)))
     assert [item["raw"] async for item in held] == answer  # every byte, in order, once
+
+
+async def test_a_200_page_fails_over_and_is_never_relayed(clock, start_proxy, aiohttp_server):
+    """A reverse proxy or captive portal answering 200 with HTML is a failed attempt on the
+    pass-through path too, streamed or not; alone, the client gets a clean 502 without the page."""
+    from aiohttp import web
+
+    async def captive(request):
+        return web.Response(text="<html>please log in</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", captive)
+    portal = await aiohttp_server(app)
+    async with FakeOpenAI(clock=clock) as good:
+        good.add_key(KEY)
+        good.reply = OScript(text="from the good one")
+        portal_provider = {"name": "one", "type": "openai", "base_url": f"http://127.0.0.1:{portal.port}/v1",
+                           "keys": [KEY], "models": []}
+        proxy = await start_proxy({"providers": [portal_provider, provider(good, "two", models=[])],
+                                   "aliases": {"smart": ["one/gpt-4o", "two/gpt-4o"]}, "max_retries": 0})
+        async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=PASSWORD, max_retries=0) as c:
+            whole = await c.chat.completions.create(model="smart", messages=[{"role": "user", "content": "x"}])
+            stream = await c.chat.completions.create(model="smart", stream=True, messages=[{"role": "user", "content": "x"}])
+            text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+        assert whole.choices[0].message.content == text == "from the good one"
+        assert len(good.requests_to("chat")) == 2
+    alone = await start_proxy({"providers": [{**portal_provider, "models": ["gpt-*"]}], "max_retries": 0})
+    async with aiohttp.ClientSession() as s:
+        for stream in (False, True):
+            async with s.post(alone.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {PASSWORD}"},
+                              json={"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "x"}]}) as r:
+                body = await r.text()
+            assert r.status == 502 and "html" not in body, (stream, body)
