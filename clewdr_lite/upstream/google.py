@@ -143,6 +143,9 @@ class Google:
                 return resp
             raw = await drain(resp)
             answer = Answer(resp.status, resp.headers.get("Content-Type", "application/json"), raw)
+            if not raw.lstrip()[:1] == b"{":  # a 200 page (a portal, a proxy): not an answer
+                raise CredFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
+                    "Google answered 200 with something that is not JSON", status=502)))
             if method == "generateContent" and _empty(raw):
                 last_empty[:] = [answer]
                 raise CredFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError("empty answer", status=502)))
