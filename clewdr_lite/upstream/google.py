@@ -143,10 +143,11 @@ class Google:
                 return resp
             raw = await drain(resp)
             answer = Answer(resp.status, resp.headers.get("Content-Type", "application/json"), raw)
-            if not raw.lstrip()[:1] == b"{":  # a 200 page (a portal, a proxy): not an answer
+            data = _json_object(raw)
+            if data is None:  # a 200 page (a portal, a proxy), a cut body: not an answer
                 raise CredFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
-                    "Google answered 200 with something that is not JSON", status=502)))
-            if method == "generateContent" and _empty(raw):
+                    "Google answered 200 with something that is not a JSON object", status=502)))
+            if method == "generateContent" and gk.is_empty_answer(data):
                 last_empty[:] = [answer]
                 raise CredFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError("empty answer", status=502)))
             return answer
@@ -177,12 +178,12 @@ def _hub_events(resp, model: str):
     return converted_events(resp, conv)
 
 
-def _empty(raw: bytes) -> bool:
+def _json_object(raw: bytes) -> dict | None:
     try:
         data = json.loads(raw)
     except ValueError:
-        return False
-    return isinstance(data, dict) and gk.is_empty_answer(data)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 

@@ -453,13 +453,15 @@ async def test_the_openai_compatible_route_counts_the_usage_google_reports(googl
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0
 
 
-async def test_a_200_page_instead_of_googles_answer_is_a_clean_502(start_proxy, aiohttp_server):
-    """A captive portal or proxy answering 200 with HTML: a failed attempt, so the client gets a
-    502 in its dialect (a Claude client got a 500 "internal error"; a Gemini client, the page)."""
+@pytest.mark.parametrize("page", ["<html>please log in</html>", '{"candidates": ['], ids=["html", "cut-json"])
+async def test_a_200_page_instead_of_googles_answer_is_a_clean_502(start_proxy, aiohttp_server, page):
+    """A captive portal or proxy answering 200 with HTML, or a cut body: a failed attempt, so the
+    client gets a 502 in its dialect (a Claude client got a 500 "internal error"; a Gemini client,
+    the page)."""
     from aiohttp import web
 
     async def captive(request):
-        return web.Response(text="<html>please log in</html>", content_type="text/html")
+        return web.Response(text=page, content_type="text/html")
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", captive)
@@ -469,9 +471,9 @@ async def test_a_200_page_instead_of_googles_answer_is_a_clean_502(start_proxy, 
     async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
         with pytest.raises(anthropic.APIStatusError) as caught:
             await c.messages.create(model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "x"}])
-    assert caught.value.status_code == 502 and "not JSON" in caught.value.message
+    assert caught.value.status_code == 502 and "not a JSON object" in caught.value.message
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{proxy.url}/v1beta/models/{MODEL}:generateContent", headers={"x-goog-api-key": PASSWORD},
                           json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}) as r:
             body = await r.json()
-    assert r.status == 502 and body["error"]["code"] == 502 and "html" not in json.dumps(body)
+    assert r.status == 502 and body["error"]["code"] == 502 and page not in json.dumps(body)
