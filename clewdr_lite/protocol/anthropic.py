@@ -225,6 +225,37 @@ def without_thinking(message: dict) -> dict:
     return {**message, "content": content}
 
 
+# the objects each stream event type carries, which the converters and the aggregator read
+_EVENT_OBJECTS = {"message_start": ("message",), "content_block_start": ("content_block",),
+                  "content_block_delta": ("delta",), "message_delta": ("delta",)}
+
+
+def answer_problem(message) -> str | None:
+    """Why an upstream Messages answer cannot be read (None when it can): an object whose
+    `content` is a list of block objects and whose `usage`, if any, is an object."""
+    if not isinstance(message, dict):
+        return "not a JSON object"
+    content = message.get("content")
+    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+        return "content is not a list of blocks"
+    if not isinstance(message.get("usage", {}), dict):
+        return "usage is not an object"
+    return None
+
+
+def event_problem(event: dict) -> str | None:
+    """Why an upstream stream event cannot be read (None when it can), as answer_problem."""
+    kind = event.get("type")
+    for field in _EVENT_OBJECTS.get(kind, ()):
+        if not isinstance(event.get(field), dict):
+            return f"{kind} without a {field} object"
+    if kind == "message_start" and not isinstance(event["message"].get("usage", {}), dict):
+        return "message_start usage is not an object"
+    if kind == "message_delta" and not isinstance(event.get("usage", {}), dict):
+        return "message_delta usage is not an object"
+    return None
+
+
 class Answer(dict):
     """A response message parsed from `raw`, bytes that may be sent on as they are (pass-through)."""
 

@@ -13,6 +13,7 @@ from typing import Mapping
 from .. import errors
 from .claude_web_account import parse_rfc3339
 from .sse import json_bytes
+from .tokens import token_count
 from .upstream_errors import (CLIENT, OK, PARK, RETIRE, TRANSIENT, TRANSIENT_STATUSES, Outcome,
                               classify, read_body, reset_time)
 
@@ -117,12 +118,6 @@ def classify_oauth(status: int, headers: Mapping[str, str], body: bytes, *, now:
 # ---------------------------------------------------------------- usage (§6.5, §6.6)
 
 
-def _count(value) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return max(0, int(value))
-
-
 class UsageTracker:
     """Reads usage and the stop reason from Anthropic stream events as they pass (§6.5)."""
 
@@ -161,12 +156,12 @@ class UsageTracker:
         if not isinstance(usage, dict):
             return
         for name in INPUT_FIELDS:
-            value = _count(usage.get(name))
+            value = token_count(usage.get(name))
             # message_delta repeats input figures (final, cumulative) only with server tools;
             # a zero there never overrides what message_start reported
             if value is not None and (start or value > 0):
                 self._input[name] = value
-        output = _count(usage.get("output_tokens"))
+        output = token_count(usage.get("output_tokens"))
         if output is not None:
             # cumulative: the last value is the total (ClewdR's sum double-counts)
             self.output_tokens = output
@@ -177,8 +172,8 @@ def usage_from_message(body: dict) -> tuple[int, int]:
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
         return 0, 0
-    inputs = sum(_count(usage.get(name)) or 0 for name in INPUT_FIELDS)
-    return inputs, _count(usage.get("output_tokens")) or 0
+    inputs = sum(token_count(usage.get(name)) or 0 for name in INPUT_FIELDS)
+    return inputs, token_count(usage.get("output_tokens")) or 0
 
 
 # ---------------------------------------------------------------- model echo (§6.5)

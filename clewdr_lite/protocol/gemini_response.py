@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..errors import GEMINI, ProxyError, render
+from .tokens import token_count
 
 # §12: hub stop_reason -> Gemini finishReason
 FINISH_REASONS = {
@@ -72,9 +73,9 @@ def usage_metadata(usage: Mapping | None) -> dict:
 
 def hub_usage(meta: Mapping) -> dict:
     """Hub usage for a Gemini `usageMetadata` (§13 reverse): cached tokens split off the prompt."""
-    prompt = meta.get("promptTokenCount") or 0
-    cached = meta.get("cachedContentTokenCount") or 0
-    output = (meta.get("candidatesTokenCount") or 0) + (meta.get("thoughtsTokenCount") or 0)
+    prompt = token_count(meta.get("promptTokenCount")) or 0
+    cached = token_count(meta.get("cachedContentTokenCount")) or 0
+    output = (token_count(meta.get("candidatesTokenCount")) or 0) + (token_count(meta.get("thoughtsTokenCount")) or 0)
     return {"input_tokens": max(prompt - cached, 0), "output_tokens": output,
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
 

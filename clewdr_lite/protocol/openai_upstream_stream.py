@@ -17,7 +17,7 @@ from ..errors import UpstreamError, anthropic_type
 from .lenient import tool_input
 from .openai import safe_id
 from .sse import dumps
-from .tokens import estimate_output
+from .tokens import estimate_output, token_count
 
 # The flags of providers.QUIRK_DEFAULTS this converter pair reads, for callers that pass only some
 # (a test checks they agree with the provider table).
@@ -54,17 +54,13 @@ def stop_reason(finish: str | None, has_tools: bool, refused: bool = False) -> s
     return "refusal" if reason == "end_turn" and refused else reason
 
 
-def _count(value) -> int:
-    return max(0, int(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-
 def hub_usage(usage: Mapping) -> dict:
     """§13 reverse: cached prompt tokens split off `prompt_tokens` (DeepSeek's own field too)."""
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    cached = cached or _count(usage.get("prompt_cache_hit_tokens"))
-    prompt = _count(usage.get("prompt_tokens"))
-    return {"input_tokens": max(prompt - cached, 0), "output_tokens": _count(usage.get("completion_tokens")),
+    cached = (token_count(details.get("cached_tokens")) or 0) if isinstance(details, dict) else 0
+    cached = cached or token_count(usage.get("prompt_cache_hit_tokens")) or 0
+    prompt = token_count(usage.get("prompt_tokens")) or 0
+    return {"input_tokens": max(prompt - cached, 0), "output_tokens": token_count(usage.get("completion_tokens")) or 0,
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
 
 
@@ -286,7 +282,7 @@ class OpenAIToHub:
     def _start(self, chunk: dict) -> list[dict]:
         self._started = True
         usage = chunk.get("usage")
-        if isinstance(usage, dict) and _count(usage.get("prompt_tokens")):
+        if isinstance(usage, dict) and token_count(usage.get("prompt_tokens")):
             usage = hub_usage(usage)
         else:  # the local estimate: never 0 input tokens here (CCR pitfall)
             usage = {"input_tokens": self._input_tokens, "cache_creation_input_tokens": 0,
@@ -394,7 +390,7 @@ class OpenAIToHub:
         usage = self._usage
         if isinstance(usage, dict) and ("prompt_tokens" in usage or "completion_tokens" in usage):
             out = hub_usage(usage)
-            if not _count(usage.get("prompt_tokens")):  # only the output is known
+            if not token_count(usage.get("prompt_tokens")):  # only the output is known
                 del out["input_tokens"]
             return out
         emitted = "".join(self._emitted) + "".join(a for t in self._tools.values() for a in t.args)

@@ -9,6 +9,7 @@ raise: anything unrecognised is counted as its JSON text.
 from __future__ import annotations
 
 import json
+import math
 
 PER_MESSAGE = 4
 PER_ATTACHMENT = 1600  # an image or a document block, whatever its size
@@ -17,6 +18,15 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str
 _ATTACHMENTS = frozenset({"image", "document"})
 # Block types whose whole cost is one string field.
 _TEXT_FIELD = {"text": "text", "thinking": "thinking", "redacted_thinking": "data"}
+
+
+def token_count(value) -> int | None:
+    """A token count as an upstream reports it; None for anything else (a string, a bool, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return max(0, int(value))
 
 
 def estimate_text(text: str) -> int:

@@ -16,7 +16,7 @@ from aiohttp import web
 from clewdr_lite.client_keys import cost
 from clewdr_lite.errors import GEMINI, anthropic_type
 from clewdr_lite.protocol.sse import UsageScanner
-from clewdr_lite.protocol.tokens import estimate_request, estimate_text
+from clewdr_lite.protocol.tokens import estimate_request, estimate_text, token_count
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.middleware import cors_headers, dialect_of
 from clewdr_lite.upstream.http import TIMING, Timing
@@ -49,12 +49,14 @@ def note_usage(request: web.Request, usage: dict | None) -> None:
     if not isinstance(usage, dict):
         return
     record = acct(request)
-    written, read = int(usage.get("cache_creation_input_tokens") or 0), int(usage.get("cache_read_input_tokens") or 0)
-    inputs = int(usage.get("input_tokens") or 0) + written + read
+    written = token_count(usage.get("cache_creation_input_tokens")) or 0
+    read = token_count(usage.get("cache_read_input_tokens")) or 0
+    inputs = (token_count(usage.get("input_tokens")) or 0) + written + read
     if inputs:
         record.update(input_tokens=inputs, cache_write=written, cache_read=read)
     if usage.get("output_tokens") is not None:
-        record["output_tokens"] = int(usage["output_tokens"])
+        record["output_tokens"] = token_count(usage["output_tokens"]) or 0
+
 
 
 def usage_scanner(request: web.Request, dialect: str) -> UsageScanner:

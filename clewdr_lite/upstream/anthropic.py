@@ -75,8 +75,10 @@ class AnthropicKeys(KeyedProvider):
                 f"unreadable answer from {self.provider.name}: {exc}"))) from None
         finally:
             await resp.close()
-        if not isinstance(data, dict):
-            return data
+        problem = hub.answer_problem(data)
+        if problem is not None:  # a compatible provider's odd answer: a failed attempt, never a crash later
+            raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
+                f"{self.provider.name} sent an answer that is not a Messages answer: {problem}")))
         if data.get("model") == echo_model:
             return hub.Answer(data, raw)  # the client may get the upstream's bytes as they are
         data["model"] = echo_model

@@ -20,6 +20,7 @@ from clewdr_lite.protocol import claude_code as cc
 from clewdr_lite.protocol import claude_web as web_proto
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
+from clewdr_lite.protocol.anthropic import answer_problem
 from clewdr_lite.protocol.model_rules import split_model_suffixes
 from clewdr_lite.upstream.claude_web import AttemptFailed, ClaudeWeb, base_url
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain
@@ -231,9 +232,11 @@ class ClaudeCode:
             raise _fail(ue.TRANSIENT, f"unreadable answer from the Anthropic API: {exc}") from None
         finally:
             await resp.close()
-        if isinstance(data, dict):
-            data["model"] = echo_model
-            done(*cc.usage_from_message(data))
+        problem = answer_problem(data)
+        if problem is not None:
+            raise _fail(ue.TRANSIENT, f"unreadable answer from the Anthropic API: {problem}")
+        data["model"] = echo_model
+        done(*cc.usage_from_message(data))
         return data
 
     # ----- count_tokens (§10)

@@ -18,6 +18,7 @@ import uuid
 from typing import Callable
 
 from clewdr_lite import errors
+from clewdr_lite.protocol import anthropic as hub_proto
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.claude_code_response import UsageTracker
 from clewdr_lite.protocol.sse import ByteRelay, SSEDecoder, encode_json
@@ -114,6 +115,8 @@ class MessagesStream:
         head, rest = chunk[:end + len(sep)], chunk[end + len(sep):]
         payloads = self._inspect(head)
         if payloads and payloads[0].get("type") == "message_start":
+            if "message" in payloads[0]:
+                _check(payloads[0])
             message = payloads[0].setdefault("message", {})
             message["model"] = self._echo
             head = encode_json(payloads[0], event="message_start")
@@ -124,6 +127,8 @@ class MessagesStream:
         for payload in self._inspect(chunk):
             if payload.get("type") == "error" and not self.saw_content:
                 raise EarlyError(ue.classify_event(payload))
+            if not self.saw_content:
+                _check(payload)
         return chunk
 
     async def _next_raw(self) -> bytes:
@@ -226,7 +231,8 @@ class MessagesStream:
             await self.aclose()
 
     async def events(self):
-        """Hub events decoded from the same bytes (for dialect conversion)."""
+        """Hub events decoded from the same bytes (for dialect conversion); an event the converters
+        could not read ends them with an error event."""
         decoder = SSEDecoder()
         async for data in self.raw():
             for ev in decoder.feed(data):
@@ -234,8 +240,13 @@ class MessagesStream:
                     event = json.loads(ev.data)
                 except ValueError:
                     continue
-                if isinstance(event, dict):
-                    yield event
+                if not isinstance(event, dict):
+                    continue
+                problem = hub_proto.event_problem(event)
+                if problem is not None:
+                    yield _malformed(problem)
+                    return
+                yield event
 
     async def aclose(self) -> None:
         """Abort the upstream (if still open) and report usage once."""
@@ -246,6 +257,17 @@ class MessagesStream:
             self._pending.cancel()
         await self._resp.close()
         self._on_done(self.input_tokens, self.output_tokens)
+
+
+def _malformed(problem: str) -> dict:
+    return {"type": "error", "error": {"type": "api_error", "message": f"the upstream sent a malformed event: {problem}"}}
+
+
+def _check(payload: dict) -> None:
+    """EarlyError for an event before the content that cannot be read: another try may do."""
+    problem = hub_proto.event_problem(payload)
+    if problem is not None:
+        raise EarlyError(ue.classify_event(_malformed(problem)))
 
 
 def ue_event(exc: EarlyError) -> dict:

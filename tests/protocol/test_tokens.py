@@ -12,6 +12,7 @@ from clewdr_lite.protocol.tokens import (
     estimate_output,
     estimate_request,
     estimate_text,
+    token_count,
 )
 
 WEATHER_TOOL = {
@@ -118,3 +119,9 @@ def test_circular_value_does_not_raise():
     loop["self"] = loop
     assert estimate_block(loop) == 0
     assert estimate_content([loop, "abc"]) == 1
+
+
+@pytest.mark.parametrize("value, expected", [(12, 12), (12.7, 12), (-3, 0), (0, 0), (True, None), ("12", None),
+                                             (None, None), (float("nan"), None), (float("inf"), None), (10 ** 30, 10 ** 30)])
+def test_a_token_count_is_a_number_an_upstream_reported(value, expected):
+    assert token_count(value) == expected

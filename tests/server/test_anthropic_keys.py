@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import anthropic
@@ -315,3 +316,59 @@ async def test_a_client_leaving_during_the_hold_frees_the_upstream_stream(api, s
                 await r.read()
     await asyncio.wait_for(api.stream_cancelled.wait(), 5)  # the proxy closed its upstream stream
     assert api.cancelled_streams == 1
+
+
+ODD_ANSWERS = {  # what an Anthropic-compatible provider might answer with 200: JSON, not a Messages answer
+    "list": (b"[]", b"event: message_start\ndata: []\n\n"),
+    "null-content": (b'{"type":"message","content":null,"usage":null}',
+                     b'event: message_start\ndata: {"type":"message_start","message":null}\n\n'),
+    "string-parts": (b'{"content":"x","usage":{"input_tokens":"a"}}',
+                     b'event: message_start\ndata: {"type":"message_start","message":{"usage":"x"}}\n\n'),
+    "string-blocks": (b'{"content":["x"]}',
+                      b'event: message_start\ndata: {"type":"message_start","message":{}}\n\n'
+                      b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+                      b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":"x"}\n\n'
+                      b'event: message_delta\ndata: {"type":"message_delta","usage":"x","delta":null}\n\n'),
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD_ANSWERS))
+async def test_odd_answers_of_a_compatible_provider_are_failed_attempts_in_every_dialect(odd, start_proxy,
+                                                                                        aiohttp_server, caplog):
+    """No 500 and nothing logged as an error: an odd answer before the content is a failed attempt
+    (a 502 in the client's dialect when alone, a 503 once its breaker opens); an odd event after
+    it ends a converted stream with an error event."""
+    from aiohttp import web
+
+    whole, events = ODD_ANSWERS[odd]
+
+    async def odd_provider(request):
+        stream = (await request.json()).get("stream")
+        return web.Response(body=events if stream else whole,
+                            content_type="text/event-stream" if stream else "application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", odd_provider)
+    upstream = await aiohttp_server(app)
+    proxy = await start_proxy({"providers": [{"name": "odd", "type": "anthropic", "base_url": f"http://127.0.0.1:{upstream.port}",
+                                              "keys": [K1], "models": ["claude-*"]}], "max_retries": 0})
+    msgs = [{"role": "user", "content": "x"}]
+    gemini = {"contents": [{"role": "user", "parts": [{"text": "x"}]}]}
+    calls = [("/v1/messages", {"x-api-key": PASSWORD}, {"model": MODEL, "max_tokens": 5, "messages": msgs}),
+             ("/v1/chat/completions", {"Authorization": f"Bearer {PASSWORD}"}, {"model": MODEL, "messages": msgs}),
+             (f"/v1beta/models/{MODEL}:generateContent", {"x-goog-api-key": PASSWORD}, gemini)]
+    async with aiohttp.ClientSession() as s:
+        for path, headers, body in calls:
+            for stream in (False, True):
+                if stream:
+                    path = path.replace(":generateContent", ":streamGenerateContent?alt=sse")
+                    body = body if "contents" in body else {**body, "stream": True}
+                async with s.post(proxy.url + path, headers=headers, json=body) as r:
+                    text = await r.text()
+                if odd != "string-blocks" or not stream:  # that stream's answer began: an in-stream error
+                    assert r.status in (502, 503), (path, stream, r.status, text)  # 503: its breaker opened
+                elif path == "/v1/messages":  # the same dialect: the bytes are relayed as they came
+                    assert r.status == 200 and '"delta":"x"' in text
+                else:  # converted: the odd event ends the stream with an error event
+                    assert r.status == 200 and "malformed event" in text, (path, text)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
