@@ -236,8 +236,11 @@ def answer_problem(message) -> str | None:
     if not isinstance(message, dict):
         return "not a JSON object"
     content = message.get("content")
-    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+    if type(content) is not list:
         return "content is not a list of blocks"
+    for block in content:  # a loop, not all(generator): this runs on every non-streaming answer
+        if not isinstance(block, dict):
+            return "content is not a list of blocks"
     if not isinstance(message.get("usage", {}), dict):
         return "usage is not an object"
     return None

@@ -22,6 +22,8 @@ _TEXT_FIELD = {"text": "text", "thinking": "thinking", "redacted_thinking": "dat
 
 def token_count(value) -> int | None:
     """A token count as an upstream reports it; None for anything else (a string, a bool, NaN)."""
+    if type(value) is int:  # the usual case, first (every request's usage passes here)
+        return value if value > 0 else 0
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if isinstance(value, float) and not math.isfinite(value):
