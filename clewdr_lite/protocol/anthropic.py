@@ -259,6 +259,11 @@ def event_problem(event: dict) -> str | None:
     return None
 
 
+def malformed_event(problem: str) -> dict:
+    """The error event that stands for an upstream event event_problem() rejects."""
+    return {"type": "error", "error": {"type": "api_error", "message": f"the upstream sent a malformed event: {problem}"}}
+
+
 class Answer(dict):
     """A response message parsed from `raw`, bytes that may be sent on as they are (pass-through)."""
 

@@ -7,6 +7,7 @@ Events are edited as dicts, so fields we do not know survive.
 
 from __future__ import annotations
 
+from .anthropic import event_problem, malformed_event
 from .stops import StopMatcher
 from .tokens import estimate_text
 
@@ -51,6 +52,10 @@ class WebEvents:
         kind = event.get("type") if isinstance(event, dict) else None
         if self.done or kind not in STANDARD_EVENTS:
             return []
+        problem = event_problem(event)
+        if problem is not None:  # what the converters could not read ends the stream here
+            self.done = True
+            return [malformed_event(problem)]
         handler = _HANDLERS.get(kind)
         if handler is None:
             if kind in ("message_stop", "error"):

@@ -244,7 +244,7 @@ class MessagesStream:
                     continue
                 problem = hub_proto.event_problem(event)
                 if problem is not None:
-                    yield _malformed(problem)
+                    yield hub_proto.malformed_event(problem)
                     return
                 yield event
 
@@ -259,15 +259,11 @@ class MessagesStream:
         self._on_done(self.input_tokens, self.output_tokens)
 
 
-def _malformed(problem: str) -> dict:
-    return {"type": "error", "error": {"type": "api_error", "message": f"the upstream sent a malformed event: {problem}"}}
-
-
 def _check(payload: dict) -> None:
     """EarlyError for an event before the content that cannot be read: another try may do."""
     problem = hub_proto.event_problem(payload)
     if problem is not None:
-        raise EarlyError(ue.classify_event(_malformed(problem)))
+        raise EarlyError(ue.classify_event(hub_proto.malformed_event(problem)))
 
 
 def ue_event(exc: EarlyError) -> dict:

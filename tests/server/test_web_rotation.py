@@ -232,3 +232,43 @@ async def test_a_whole_answer_goes_to_the_next_cookie_on_an_error_before_content
         msg = await asyncio.wait_for(asking, 5)
     assert msg.content[0].text == "second try"
     assert len(fake_web.completions) == 2
+
+
+ODD_EVENTS = {  # claude.ai streams that are event streams but carry what no converter can read
+    "null-message": b'event: message_start\ndata: {"type":"message_start","message":null}\n\n',
+    "string-delta": b'event: message_start\ndata: {"type":"message_start","message":{}}\n\n'
+                    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+                    b'"content_block":{"type":"text","text":""}}\n\n'
+                    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":"x"}\n\n',
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD_EVENTS))
+async def test_odd_claude_ai_events_are_clean_errors_in_both_dialects(odd, start_proxy, caplog):
+    """Before the content: a failed attempt (502 alone); after it: the stream ends with an error
+    event. Never a 500 or a logged traceback (a string delta gave both)."""
+    import logging
+
+    import aiohttp
+    from aiohttp import web
+
+    from tests.fakes.claude_web import FakeClaudeWeb
+    from tests.fakes.claude_web_wire import SSE_HEADERS
+
+    class OddWeb(FakeClaudeWeb):
+        async def _completion(self, request):
+            return web.Response(body=ODD_EVENTS[odd], headers=SSE_HEADERS)
+
+    async with OddWeb() as fake:
+        fake.add_account(make_cookie(1))
+        proxy = await start_proxy({"rproxy": fake.base_url, "max_retries": 0}, cookies=[make_cookie(1)])
+        async with aiohttp.ClientSession() as s:
+            for path, headers in (("/v1/messages", {"x-api-key": PASSWORD}),
+                                  ("/v1/chat/completions", {"Authorization": f"Bearer {PASSWORD}"})):
+                for stream in (False, True):
+                    async with s.post(proxy.url + path, headers=headers, json={
+                            "model": MODEL, "max_tokens": 5, "stream": stream, "messages": MSG}) as r:
+                        text = await r.text()
+                    assert r.status in (200, 502) and "malformed event" in text, (path, stream, r.status, text)
+                    assert r.status == 502 or (stream and odd == "string-delta")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
