@@ -94,3 +94,23 @@ async def start_proxy(clock):
             return Proxy(url, app)
 
         yield start
+
+
+@pytest.fixture
+def canned(aiohttp_server):
+    """Factory: `await canned(body, content_type)` → the origin of a server that answers every POST
+    with that body and status 200 (a captive portal's page, a compatible provider's odd answer);
+    with `stream_body`, a request whose JSON asks for a stream gets that event stream instead."""
+    from aiohttp import web
+
+    async def start(body: bytes | str, content_type: str = "text/html", *, stream_body: bytes | None = None) -> str:
+        async def answer(request: web.Request) -> web.Response:
+            if stream_body is not None and (await request.json()).get("stream"):
+                return web.Response(body=stream_body, content_type="text/event-stream")
+            return web.Response(body=body.encode() if isinstance(body, str) else body, content_type=content_type)
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", answer)
+        server = await aiohttp_server(app)
+        return f"http://127.0.0.1:{server.port}"
+    return start

@@ -276,18 +276,11 @@ async def test_a_stream_cut_before_its_content_fails_over_cleanly(clock, start_p
     assert "connection lost before the first content" in caught.value.message
 
 
-async def test_a_200_page_that_is_no_stream_fails_over_and_is_never_relayed(clock, start_proxy, aiohttp_server):
-    from aiohttp import web
-
-    async def captive(request):  # a misbehaving reverse proxy in front of the API: 200 and HTML
-        return web.Response(text="<html>please log in</html>", content_type="text/html")
-
-    app = web.Application()
-    app.router.add_post("/v1/messages", captive)
-    portal = await aiohttp_server(app)
+async def test_a_200_page_that_is_no_stream_fails_over_and_is_never_relayed(clock, start_proxy, canned):
+    portal = await canned("<html>please log in</html>")  # a misbehaving reverse proxy in front of the API
     async with FakeAnthropic(clock=clock) as good:
         good.add_key(K2)
-        providers = [{"name": "one", "type": "anthropic", "base_url": f"http://127.0.0.1:{portal.port}", "keys": [K1]},
+        providers = [{"name": "one", "type": "anthropic", "base_url": portal, "keys": [K1]},
                      {"name": "two", "type": "anthropic", "base_url": good.origin, "keys": [K2]}]
         proxy = await start_proxy({"providers": providers, "max_retries": 0,
                                    "aliases": {"smart": ["one/" + MODEL, "two/" + MODEL]}})
@@ -333,24 +326,14 @@ ODD_ANSWERS = {  # what an Anthropic-compatible provider might answer with 200: 
 
 
 @pytest.mark.parametrize("odd", list(ODD_ANSWERS))
-async def test_odd_answers_of_a_compatible_provider_are_failed_attempts_in_every_dialect(odd, start_proxy,
-                                                                                        aiohttp_server, caplog):
+async def test_odd_answers_of_a_compatible_provider_are_failed_attempts_in_every_dialect(odd, start_proxy, canned,
+                                                                                        caplog):
     """No 500 and nothing logged as an error: an odd answer before the content is a failed attempt
     (a 502 in the client's dialect when alone, a 503 once its breaker opens); an odd event after
     it ends a converted stream with an error event."""
-    from aiohttp import web
-
     whole, events = ODD_ANSWERS[odd]
-
-    async def odd_provider(request):
-        stream = (await request.json()).get("stream")
-        return web.Response(body=events if stream else whole,
-                            content_type="text/event-stream" if stream else "application/json")
-
-    app = web.Application()
-    app.router.add_post("/v1/messages", odd_provider)
-    upstream = await aiohttp_server(app)
-    proxy = await start_proxy({"providers": [{"name": "odd", "type": "anthropic", "base_url": f"http://127.0.0.1:{upstream.port}",
+    upstream = await canned(whole, "application/json", stream_body=events)
+    proxy = await start_proxy({"providers": [{"name": "odd", "type": "anthropic", "base_url": upstream,
                                               "keys": [K1], "models": ["claude-*"]}], "max_retries": 0})
     msgs = [{"role": "user", "content": "x"}]
     gemini = {"contents": [{"role": "user", "parts": [{"text": "x"}]}]}

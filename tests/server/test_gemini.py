@@ -454,19 +454,12 @@ async def test_the_openai_compatible_route_counts_the_usage_google_reports(googl
 
 
 @pytest.mark.parametrize("page", ["<html>please log in</html>", '{"candidates": ['], ids=["html", "cut-json"])
-async def test_a_200_page_instead_of_googles_answer_is_a_clean_502(start_proxy, aiohttp_server, page):
+async def test_a_200_page_instead_of_googles_answer_is_a_clean_502(start_proxy, canned, page):
     """A captive portal or proxy answering 200 with HTML, or a cut body: a failed attempt, so the
     client gets a 502 in its dialect (a Claude client got a 500 "internal error"; a Gemini client,
     the page)."""
-    from aiohttp import web
-
-    async def captive(request):
-        return web.Response(text=page, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", captive)
-    portal = await aiohttp_server(app)
-    proxy = await start_proxy({"gemini_base": f"http://127.0.0.1:{portal.port}", "gemini_keys": [{"key": key(1)}],
+    portal = await canned(page)
+    proxy = await start_proxy({"gemini_base": portal, "gemini_keys": [{"key": key(1)}],
                                "max_retries": 0})
     async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
         with pytest.raises(anthropic.APIStatusError) as caught:

@@ -299,21 +299,14 @@ async def test_a_passed_through_stream_is_held_until_its_answer_begins(failure, 
     assert [item["raw"] async for item in held] == answer  # every byte, in order, once
 
 
-async def test_a_200_page_fails_over_and_is_never_relayed(clock, start_proxy, aiohttp_server):
+async def test_a_200_page_fails_over_and_is_never_relayed(clock, start_proxy, canned):
     """A reverse proxy or captive portal answering 200 with HTML is a failed attempt on the
     pass-through path too, streamed or not; alone, the client gets a clean 502 without the page."""
-    from aiohttp import web
-
-    async def captive(request):
-        return web.Response(text="<html>please log in</html>", content_type="text/html")
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", captive)
-    portal = await aiohttp_server(app)
+    portal = await canned("<html>please log in</html>")
     async with FakeOpenAI(clock=clock) as good:
         good.add_key(KEY)
         good.reply = OScript(text="from the good one")
-        portal_provider = {"name": "one", "type": "openai", "base_url": f"http://127.0.0.1:{portal.port}/v1",
+        portal_provider = {"name": "one", "type": "openai", "base_url": portal + "/v1",
                            "keys": [KEY], "models": []}
         proxy = await start_proxy({"providers": [portal_provider, provider(good, "two", models=[])],
                                    "aliases": {"smart": ["one/gpt-4o", "two/gpt-4o"]}, "max_retries": 0})
