@@ -52,6 +52,13 @@ def _check_message(i: int, msg) -> None:
     for j, block in enumerate(content):
         if not isinstance(block, dict):
             raise BadRequest(f"{where}.content.{j}: each content block must be an object")
+        kind = block.get("type")
+        if not isinstance(kind, str):
+            raise BadRequest(f"{where}.content.{j}.type: must be a string")
+        if kind == "text" and not isinstance(block.get("text"), str):
+            raise BadRequest(f"{where}.content.{j}.text: must be a string")
+        if kind == "tool_result" and not isinstance(block.get("content", ""), (str, list)):
+            raise BadRequest(f"{where}.content.{j}.content: must be a string or a list of content blocks")
 
 
 def _normalise_max_tokens(req: dict) -> None:
@@ -79,6 +86,12 @@ def _check_optional_fields(req: dict) -> None:
         raise BadRequest("stop_sequences: must be a list of strings")
     if "system" in req and not isinstance(req["system"], (str, list)):
         raise BadRequest("system: must be a string or a list of text blocks")
+    tools = req.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise BadRequest("tools: must be a list of tool objects")
+    for key in ("tool_choice", "thinking", "metadata"):
+        if req.get(key) is not None and not isinstance(req[key], dict):
+            raise BadRequest(f"{key}: must be an object")
     # SillyTavern sends top_k: 0 to mean "unset" (clients.md §6.1)
     if req.get("top_k") == 0:
         del req["top_k"]

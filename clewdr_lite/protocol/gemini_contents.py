@@ -67,7 +67,7 @@ class Contents:
 
     def _role(self, content, i: int) -> str:
         role = content.get("role") if isinstance(content, dict) else None
-        if role not in _ROLES or not isinstance(content.get("parts"), list):
+        if not isinstance(role, str) or role not in _ROLES or not isinstance(content.get("parts"), list):
             raise BadRequest(f"contents[{i}] must be an object with role user or model and parts")
         return _ROLES[role]
 

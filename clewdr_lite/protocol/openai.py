@@ -259,7 +259,7 @@ def _reasoning(body: Mapping, hub: dict) -> None:
     effort = body.get("reasoning_effort")
     if effort is None or effort == "none":
         return
-    if effort not in _EFFORT:
+    if not isinstance(effort, str) or effort not in _EFFORT:
         raise BadRequest("reasoning_effort must be one of none, " + ", ".join(_EFFORT))
     budget, level = _EFFORT[effort]
     hub["thinking"] = {"type": "enabled", "budget_tokens": budget}
@@ -291,7 +291,7 @@ def _role(msg, i: int) -> str:
     if not isinstance(msg, dict):
         raise BadRequest(f"messages[{i}] must be an object")
     role = msg.get("role")
-    if role not in _TURN_ROLE:
+    if not isinstance(role, str) or role not in _TURN_ROLE:  # a list or object is no key of it
         raise BadRequest(f"messages[{i}].role must be one of {', '.join(_TURN_ROLE)}")
     return role
 

@@ -202,7 +202,7 @@ def _tools(req: Mapping, body: dict, q: Mapping, warn: Callable[[str], None]) ->
         return
     if choice.get("type") == "tool" and choice.get("name"):
         body["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
-    elif choice.get("type") in _CHOICES:
+    elif isinstance(choice.get("type"), str) and choice["type"] in _CHOICES:
         body["tool_choice"] = _CHOICES[choice["type"]]
     if choice.get("disable_parallel_tool_use") is True:
         body["parallel_tool_calls"] = False

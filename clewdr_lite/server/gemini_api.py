@@ -121,8 +121,9 @@ async def _native_via_hub(request, route, model: str, method: str, body: dict) -
         return json_response(gem.count_response(tokens.estimate_request(hub)))
     stream = method == "streamGenerateContent"
     hub = gem.to_hub(body, model=route.model)
-    thinking = ((body.get("generationConfig") or {}).get("thinkingConfig") or {})
-    include = bool(thinking.get("includeThoughts"))
+    config = body.get("generationConfig")
+    thinking = config.get("thinkingConfig") if isinstance(config, dict) else None
+    include = isinstance(thinking, dict) and bool(thinking.get("includeThoughts"))
     result = await hub_call(request, route, hub, stream=stream, echo_model=model)
     if not stream:
         return json_response(gem.from_hub(result, model=model, include_thoughts=include))
