@@ -391,7 +391,7 @@ class _Messages:
             if isinstance(part, str):
                 part = {"type": "text", "text": part}
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind not in allowed:
+            if not isinstance(kind, str) or kind not in allowed:
                 self.warn(f"messages[{i}]: dropped a content part of type {kind!r}")
                 continue
             block = self._part(kind, part, i)

@@ -282,6 +282,8 @@ DROPPED_PARTS = [
     {"type": "file", "file": {"file_id": "file-1"}},
     {"type": "file", "file": {"file_data": "data:text/csv;base64,YSxi"}},
     {"type": "video"},
+    {"type": ["text"]},  # a type that is no string: dropped, not a crash (it was unhashable)
+    {"type": {"type": "text"}},
 ]
 
 
@@ -652,3 +654,14 @@ def test_protocol_module_is_pure():
         names |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
                   if isinstance(node, ast.ImportFrom) and not node.level}
         assert not names & {"aiohttp", "asyncio", "logging", "time", "tomlkit", "config"}
+
+
+@pytest.mark.parametrize("field, value", [("role", ["user"]), ("role", {"r": 1}), ("reasoning_effort", ["high"])])
+def test_list_or_object_where_a_name_belongs_is_a_bad_request(field, value):
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    if field == "role":
+        body["messages"][0]["role"] = value
+    else:
+        body[field] = value
+    with pytest.raises(BadRequest):
+        to_hub(body, warn=lambda _: None)
