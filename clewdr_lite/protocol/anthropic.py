@@ -126,6 +126,23 @@ def validate(body) -> dict:
     return req
 
 
+def validate_count(body) -> dict:
+    """An inbound count_tokens request: validate()'s checks of the messages and the optional
+    fields, no max_tokens (a count takes none); a shallow copy."""
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise BadRequest("model: required, must be a string")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise BadRequest("messages: required, must be a list")
+    for i, msg in enumerate(messages):
+        _check_message(i, msg)
+    req = dict(body)
+    _check_optional_fields(req)
+    return req
+
+
 def is_hi(req: dict) -> bool:
     """SillyTavern's connection test: one user message saying exactly "Hi" (claude-web.md §17)."""
     messages = req.get("messages")

@@ -97,12 +97,8 @@ async def code_chat(request: web.Request) -> web.StreamResponse:
 
 
 def count_request(body: dict) -> dict:
-    """A count_tokens body: model and messages required, the rest passed on."""
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise errors.BadRequest("model: field required (a string)")
-    if not isinstance(body.get("messages"), list):
-        raise errors.BadRequest("messages: field required (a list)")
-    return body
+    """A count_tokens body: model and messages required and checked as /v1/messages checks them."""
+    return anthropic.validate_count(body)
 
 
 async def code_count_tokens(request: web.Request) -> web.Response:

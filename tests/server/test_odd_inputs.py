@@ -1,4 +1,4 @@
-"""Odd request bodies in every dialect, to every kind of upstream: each gets an answer or a clear
+"""Odd request bodies in every dialect, to every kind of upstream (claude.ai, Anthropic, OpenAI, Gemini): each gets an answer or a clear
 4xx/5xx in the caller's dialect, never an internal error (a seeded random search over field types)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import PASSWORD, make_cookie
+from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGoogle
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -28,6 +29,7 @@ FIELDS = [("model",), ("max_tokens",), ("messages",), ("messages", 0), ("message
           ("contents", 0, "role"), ("contents", 0, "parts"), ("contents", 0, "parts", 0), ("generationConfig",),
           ("generationConfig", "thinkingConfig"), ("generationConfig", "maxOutputTokens"), ("systemInstruction",),
           ("safetySettings",), ("toolConfig",)]
+ANTHROPIC_KEY = "sk-ant-api03-" + "k" * 40
 CLAUDE_MSG = [{"role": "user", "content": "hi there"}]
 GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "hi there"}]}]}
 
@@ -50,18 +52,21 @@ def mutated(base: dict, rng: random.Random) -> dict:
     return body
 
 
-@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gpt-4o", "gemini-2.5-flash"],
-                         ids=["claude.ai", "openai-provider", "gemini-provider"])
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-opus-4-5", "gpt-4o", "gemini-2.5-flash"],
+                         ids=["claude.ai", "anthropic-provider", "openai-provider", "gemini-provider"])
 async def test_odd_bodies_never_meet_an_internal_error(model, fake_web, start_proxy, clock, caplog):
     fake_web.add_account(make_cookie(1))
-    async with FakeOpenAI(clock=clock) as oa, FakeGoogle(clock=clock) as google:
+    async with FakeOpenAI(clock=clock) as oa, FakeGoogle(clock=clock) as google, FakeAnthropic(clock=clock) as api:
+        api.add_key(ANTHROPIC_KEY)
         oa.add_key("sk-o" + "x" * 40)
         oa.accept_any_model = True
         google.add_key("AIzaSy01" + "x" * 31)
         proxy = await start_proxy({
             "rproxy": fake_web.base_url, "gemini_base": google.base_url, "gemini_keys": [{"key": "AIzaSy01" + "x" * 31}],
             "providers": [{"name": "oa", "type": "openai", "base_url": oa.base_url, "keys": ["sk-o" + "x" * 40],
-                           "models": ["gpt-*"]}]}, cookies=[make_cookie(1)])
+                           "models": ["gpt-*"]},
+                          {"name": "api", "type": "anthropic", "base_url": api.origin, "keys": [ANTHROPIC_KEY],
+                           "models": ["claude-opus-*"]}]}, cookies=[make_cookie(1)])
         targets = [("/v1/messages", {"x-api-key": PASSWORD}, {"model": model, "max_tokens": 5, "messages": CLAUDE_MSG}),
                    ("/v1/messages/count_tokens", {"x-api-key": PASSWORD}, {"model": model, "messages": CLAUDE_MSG}),
                    ("/v1/chat/completions", {"Authorization": f"Bearer {PASSWORD}"}, {"model": model, "messages": CLAUDE_MSG}),
