@@ -111,33 +111,31 @@ def validate(body) -> dict:
     (a pass-through can then forward the client's bytes) and a shallow copy otherwise. Request
     rewriting elsewhere is copy-on-write: nothing mutates a message in place.
     """
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object")
-    if not isinstance(body.get("model"), str):
-        raise BadRequest("model: required, must be a string")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages: required, must be a non-empty list")
-    for i, msg in enumerate(messages):
-        _check_message(i, msg)
+    _check_body(body, count=False)
     req = dict(body) if _needs_normalising(body) else body
     _normalise_max_tokens(req)
     _check_optional_fields(req)
     return req
 
 
+def _check_body(body, *, count: bool) -> None:
+    """The object, its model and its messages; a count may have no messages, not an empty model."""
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    if not isinstance(body.get("model"), str) or (count and not body["model"]):
+        raise BadRequest("model: required, must be a string")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not (messages or count):
+        raise BadRequest("messages: required, must be a list" if count else
+                         "messages: required, must be a non-empty list")
+    for i, msg in enumerate(messages):
+        _check_message(i, msg)
+
+
 def validate_count(body) -> dict:
     """An inbound count_tokens request: validate()'s checks of the messages and the optional
     fields, no max_tokens (a count takes none); a shallow copy."""
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise BadRequest("model: required, must be a string")
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise BadRequest("messages: required, must be a list")
-    for i, msg in enumerate(messages):
-        _check_message(i, msg)
+    _check_body(body, count=True)
     req = dict(body)
     _check_optional_fields(req)
     return req
@@ -262,7 +260,7 @@ _EVENT_OBJECTS = {"message_start": ("message",), "content_block_start": ("conten
 
 def answer_problem(message) -> str | None:
     """Why an upstream Messages answer cannot be read (None when it can): an object whose
-    `content` is a list of block objects and whose `usage`, if any, is an object."""
+    `content` is a list of block objects and whose `usage`, if any (null counts as none), is an object."""
     if not isinstance(message, dict):
         return "not a JSON object"
     content = message.get("content")
@@ -271,7 +269,7 @@ def answer_problem(message) -> str | None:
     for block in content:  # a loop, not all(generator): this runs on every non-streaming answer
         if not isinstance(block, dict):
             return "content is not a list of blocks"
-    if not isinstance(message.get("usage", {}), dict):
+    if not isinstance(message.get("usage") or {}, dict):
         return "usage is not an object"
     return None
 
@@ -282,9 +280,9 @@ def event_problem(event: dict) -> str | None:
     for field in _EVENT_OBJECTS.get(kind, ()):
         if not isinstance(event.get(field), dict):
             return f"{kind} without a {field} object"
-    if kind == "message_start" and not isinstance(event["message"].get("usage", {}), dict):
-        return "message_start usage is not an object"
-    if kind == "message_delta" and not isinstance(event.get("usage", {}), dict):
+    if kind == "message_start" and not isinstance(event["message"].get("usage") or {}, dict):
+        return "message_start usage is not an object"  # (null counts as absent, here and below)
+    if kind == "message_delta" and not isinstance(event.get("usage") or {}, dict):
         return "message_delta usage is not an object"
     return None
 

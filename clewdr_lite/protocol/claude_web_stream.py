@@ -74,13 +74,14 @@ class WebEvents:
         self.matchers.clear()
         return out
 
+    # the handlers below get events whose objects feed() has checked (anthropic.event_problem)
+
     def _message_start(self, event: dict) -> list[dict]:
-        message = dict(event.get("message") or {})
+        message = dict(event["message"])
         message["model"] = self.model  # never the upstream's (often empty) name
         if not message.get("id"):
             message["id"] = self.msg_id
-        usage = message.get("usage")
-        usage = dict(usage) if isinstance(usage, dict) else {}
+        usage = dict(message.get("usage") or {})
         # upstream values win; the SDK needs both keys, so fill whichever is missing
         usage.setdefault("input_tokens", self.input_tokens)
         usage.setdefault("output_tokens", 0)
@@ -91,15 +92,12 @@ class WebEvents:
         return [{**event, "message": message}]
 
     def _block_start(self, event: dict) -> list[dict]:
-        block = event.get("content_block")
-        if self.stops and isinstance(block, dict) and block.get("type") == "text":
+        if self.stops and event["content_block"].get("type") == "text":
             self.matchers[event.get("index", 0)] = StopMatcher(self.stops)
         return [event]
 
     def _block_delta(self, event: dict) -> list[dict]:
-        delta = event.get("delta")
-        if not isinstance(delta, dict):
-            return [event]
+        delta = event["delta"]
         kind, index = delta.get("type"), event.get("index", 0)
         if kind == "thinking_delta":
             self.output_tokens += estimate_text(str(delta.get("thinking") or ""))
@@ -141,8 +139,7 @@ class WebEvents:
         return out
 
     def _message_delta(self, event: dict) -> list[dict]:
-        usage = event.get("usage")
-        usage = dict(usage) if isinstance(usage, dict) else {}
+        usage = dict(event.get("usage") or {})
         usage.setdefault("output_tokens", self.output_tokens)  # upstream values win when present
         return [{**event, "usage": usage}]
 

@@ -58,7 +58,6 @@ def note_usage(request: web.Request, usage: dict | None) -> None:
         record["output_tokens"] = token_count(usage["output_tokens"]) or 0
 
 
-
 def usage_scanner(request: web.Request, dialect: str) -> UsageScanner:
     """Notes the usage a relayed OpenAI (`usage`) or Gemini (`usageMetadata`) answer reports, as
     its bytes pass (the body is never decoded whole); the last report wins."""

@@ -115,9 +115,8 @@ class MessagesStream:
         head, rest = chunk[:end + len(sep)], chunk[end + len(sep):]
         payloads = self._inspect(head)
         if payloads and payloads[0].get("type") == "message_start":
-            if "message" in payloads[0]:
-                _check(payloads[0])
-            message = payloads[0].setdefault("message", {})
+            message = payloads[0].setdefault("message", {})  # tolerated when missing, not when odd
+            _check(payloads[0])
             message["model"] = self._echo
             head = encode_json(payloads[0], event="message_start")
         self._started = True
@@ -125,9 +124,9 @@ class MessagesStream:
 
     def _filter(self, chunk: bytes) -> bytes:
         for payload in self._inspect(chunk):
-            if payload.get("type") == "error" and not self.saw_content:
-                raise EarlyError(ue.classify_event(payload))
             if not self.saw_content:
+                if payload.get("type") == "error":
+                    raise EarlyError(ue.classify_event(payload))
                 _check(payload)
         return chunk
 
@@ -328,19 +327,17 @@ class HeldEvents:
         try:
             if whole:
                 await self._fill()
-                done = True
             else:
                 self._task = task = asyncio.ensure_future(self._fill())
-                done, _ = await asyncio.wait({task}, timeout=HOLD_SECONDS)
-                if done:
-                    task.result()
-            if done:
-                last = self._held[-1] if self._held else {}
-                if last.get("type") == "error":
-                    raise EarlyError(ue.classify_event(last))
-                if self._ended:
-                    raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
-                        "the upstream ended its stream before any content")))
+                if not (await asyncio.wait({task}, timeout=HOLD_SECONDS))[0]:
+                    return self  # the hold is over; the read in flight goes on for _replay
+                task.result()
+            last = self._held[-1] if self._held else {}
+            if last.get("type") == "error":
+                raise EarlyError(ue.classify_event(last))
+            if self._ended:
+                raise EarlyError(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
+                    "the upstream ended its stream before any content")))
         except BaseException:  # an early error, or cancelled (the client left): free the upstream
             await self.aclose()
             raise

@@ -545,3 +545,35 @@ def test_accumulator_stop_sequence_and_error():
     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     acc.feed(error)
     assert acc.error == error
+
+
+@pytest.mark.parametrize("answer, problem", [
+    ({"content": [{"type": "text", "text": "hi"}], "usage": {"input_tokens": 1}}, None),
+    ({"content": [], "usage": None}, None),  # a null usage is no usage
+    ([], "not a JSON object"),
+    ({"content": None}, "content is not a list of blocks"),
+    ({"content": ["x"]}, "content is not a list of blocks"),
+    ({"content": [], "usage": "x"}, "usage is not an object"),
+])
+def test_answer_problem_names_what_the_converters_could_not_read(answer, problem):
+    assert an.answer_problem(answer) == problem
+
+
+@pytest.mark.parametrize("event, problem", [
+    ({"type": "message_start", "message": {"usage": None}}, None),
+    ({"type": "message_delta", "delta": {}, "usage": None}, None),
+    ({"type": "ping"}, None),
+    ({"type": "message_start", "message": None}, "message_start without a message object"),
+    ({"type": "content_block_delta", "delta": "x"}, "content_block_delta without a delta object"),
+    ({"type": "message_delta", "delta": {}, "usage": "x"}, "message_delta usage is not an object"),
+])
+def test_event_problem_names_what_the_converters_could_not_read(event, problem):
+    assert an.event_problem(event) == problem
+
+
+def test_a_count_body_may_have_no_messages_but_needs_a_model():
+    assert an.validate_count({"model": "m", "messages": []}) == {"model": "m", "messages": []}
+    with pytest.raises(BadRequest, match="model"):
+        an.validate_count({"model": "", "messages": []})
+    with pytest.raises(BadRequest, match="non-empty"):
+        an.validate({"model": "m", "max_tokens": 1, "messages": []})
