@@ -162,6 +162,21 @@ class Response:
         await self._closer()
 
 
+def pieces_response(status: int, headers: Mapping[str, str], answer) -> Response:
+    """A Response over a lean client's body (upstream/body.Pieces)."""
+    async def reader():
+        while (piece := await answer.next(IDLE_TIMEOUT)) is not None:
+            yield piece
+
+    async def whole():
+        return await answer.rest(IDLE_TIMEOUT)
+
+    async def closer():
+        answer.abort()
+
+    return Response(status, headers, reader, closer, whole, answer)
+
+
 def _split_credentials(proxy: str | None) -> tuple[str | None, dict]:
     """Proxy URL without its user:password, and the Proxy-Authorization header in UTF-8.
 
@@ -266,18 +281,7 @@ class AiohttpClient:
         finally:
             if clock:
                 clock.answered(started)
-
-        async def reader():
-            while (piece := await answer.next(IDLE_TIMEOUT)) is not None:
-                yield piece
-
-        async def whole():
-            return await answer.rest(IDLE_TIMEOUT)
-
-        async def closer():
-            answer.abort()
-
-        return Response(status, head, reader, closer, whole, answer)
+        return pieces_response(status, head, answer)
 
     async def close(self) -> None:
         """Close the pools."""
@@ -288,29 +292,40 @@ class AiohttpClient:
 
 
 class CurlClient:
-    """curl_cffi client impersonating Chrome's TLS and HTTP/2 fingerprint (claude-web.md §2)."""
+    """curl_cffi client impersonating Chrome's TLS and HTTP/2 fingerprint (claude-web.md §2).
+
+    Impersonated calls go through pre-configured handles (upstream/curl_lean.py); uploads
+    (multipart) and plain downloads through curl_cffi's session, whole bodies only.
+    """
 
     backend = "curl_cffi"
 
     def __init__(self, proxy: str | None = None) -> None:
         self.proxy = proxy
         self._session = None
+        self._lean = None  # curl_lean.LeanCurl, made on the first call
 
     def _get(self):
         if self._session is None:
-            from curl_cffi.requests import AsyncSession
             # discard_cookies: the session keeps no cookie jar. claude.ai's answers set cookies of
             # the visit (lastActiveOrg, activitySessionId, Cloudflare's); one session serves every
             # account, so a kept jar would send one account's cookies with another's calls (the
             # aiohttp client keeps none either: DummyCookieJar). Each call sends its sessionKey only.
-            try:
-                self._session = AsyncSession(max_clients=64, impersonate="chrome", discard_cookies=True)
-            except TypeError:  # older than 0.11.2: installed apart from clewdr-lite's requirements
+            from curl_cffi.requests import AsyncSession
+            self._session = AsyncSession(max_clients=64, impersonate="chrome", discard_cookies=True)
+        return self._session
+
+    def _lean_client(self):
+        if self._lean is None:
+            from clewdr_lite.upstream import curl_lean
+            if not curl_lean.available():  # installed apart from clewdr-lite's requirements
                 from curl_cffi import __version__
                 raise errors.UpstreamUnavailable(
-                    f"curl_cffi {__version__} is too old for clewdr-lite, which needs 0.11.2 or later: "
-                    "run `python3 -m pip install -U curl_cffi`") from None
-        return self._session
+                    f"curl_cffi {__version__} is too old for clewdr-lite, which needs 0.16 or later: "
+                    "run `python3 -m pip install -U curl_cffi`")
+            self._lean = curl_lean.LeanCurl(self.proxy, connect_timeout=CONNECT_TIMEOUT,
+                                            idle_timeout=IDLE_TIMEOUT)
+        return self._lean
 
     def _multipart(self, files):
         from curl_cffi import CurlMime
@@ -322,55 +337,54 @@ class CurlClient:
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                       json=None, data: bytes | None = None, files=None, stream: bool = False,
                       impersonate: bool = True, headers_timeout: float | None = None) -> Response:
-        """Send a request; returns once the status line and headers are in."""
-        from curl_cffi.requests.exceptions import RequestException
-        # a body wanted whole is read by curl in one go: no per-chunk queue and task (curl_cffi's
-        # streaming machinery costs more CPU than the request itself on small answers)
-        kwargs = dict(headers=dict(headers or {}), allow_redirects=False, stream=stream,
-                      timeout=(CONNECT_TIMEOUT, IDLE_TIMEOUT), proxy=self.proxy,
-                      impersonate="chrome" if impersonate else None)
-        if files:
-            kwargs["multipart"] = self._multipart(files)
-        elif json is not None:
-            kwargs["data"] = json_bytes(json)
-            kwargs["headers"].setdefault("Content-Type", "application/json")
-        elif data is not None:
-            kwargs["data"] = data
+        """Send a request; returns once the status line and headers are in (the body follows;
+        through the session, uploads and plain downloads arrive whole)."""
+        lean = self._lean_client()
+        headers = dict(headers or {})
+        if json is not None:
+            data = json_bytes(json)
+            headers.setdefault("Content-Type", "application/json")
         clock = TIMING.get()
         started = clock.sent() if clock else 0.0
         try:
-            resp = await within(self._get().request(method, url, **kwargs), headers_timeout or HEADERS_TIMEOUT)
-        except RequestException as exc:
-            raise aiohttp.ClientConnectionError(str(exc)) from exc
+            if impersonate and not files:
+                transfer = await lean.request(method, url, headers, data, headers_timeout or HEADERS_TIMEOUT)
+                return pieces_response(transfer.status, transfer.headers, transfer)
+            return await self._session_request(method, url, headers, data, files, impersonate,
+                                               headers_timeout or HEADERS_TIMEOUT)
         finally:
             if clock:
                 clock.answered(started)
 
-        if not stream:
-            async def whole():
-                return resp.content
+    async def _session_request(self, method: str, url: str, headers: dict, data: bytes | None, files,
+                               impersonate: bool, headers_timeout: float) -> Response:
+        from curl_cffi.requests.exceptions import RequestException
+        kwargs = dict(headers=headers, allow_redirects=False, timeout=(CONNECT_TIMEOUT, IDLE_TIMEOUT),
+                      proxy=self.proxy, impersonate="chrome" if impersonate else None)
+        if files:
+            kwargs["multipart"] = self._multipart(files)
+        elif data is not None:
+            kwargs["data"] = data
+        try:
+            resp = await within(self._get().request(method, url, **kwargs), headers_timeout)
+        except RequestException as exc:
+            raise aiohttp.ClientConnectionError(str(exc)) from exc
 
-            async def reader():
-                yield resp.content
-
-            async def closer():
-                return None
-            return Response(resp.status_code, resp.headers, reader, closer, whole)
+        async def whole():
+            return resp.content
 
         async def reader():
-            try:
-                async for chunk in resp.aiter_content():
-                    yield chunk
-            except RequestException as exc:
-                raise aiohttp.ClientPayloadError(str(exc)) from exc
+            yield resp.content
 
         async def closer():
-            await resp.aclose()
-
-        return Response(resp.status_code, resp.headers, reader, closer)
+            return None
+        return Response(resp.status_code, resp.headers, reader, closer, whole)
 
     async def close(self) -> None:
-        """Close the session (a later request opens a new one)."""
+        """Close the session and the lean handles (a later request opens new ones)."""
+        if self._lean is not None:
+            lean, self._lean = self._lean, None
+            await lean.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

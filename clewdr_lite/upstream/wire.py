@@ -24,11 +24,11 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from clewdr_lite.upstream.body import Pieces, expire
 from clewdr_lite.upstream.http import within
 
 IDLE_KEEP_S = 15.0        # an idle pooled connection older than this is closed, not reused
 IDLE_PER_ORIGIN = 64      # idle connections kept per origin
-HIGH_WATER = 256 * 1024   # unread body bytes that pause reading from the socket
 HAPPY_EYEBALLS_S = 0.25   # the next address family is tried this long after the first (RFC 8305)
 DEFAULTS = (("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate"),
             ("User-Agent", f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{aiohttp.__version__}"))
@@ -222,30 +222,16 @@ class Malformed(aiohttp.ClientConnectionError):
     """The upstream's answer is not HTTP/1.1 as it should be."""
 
 
-def _expire(head: asyncio.Future) -> None:
-    if not head.done():
-        head.set_exception(asyncio.TimeoutError())
-
-
-def _settle(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 def _bad(message: str) -> Malformed:
     return Malformed(f"malformed answer: {message}")
 
 
-class _Body:
+class _Body(Pieces):
     """The body pieces of one answer, as they arrive; reading pauses the socket when it lags."""
 
     def __init__(self, conn: _Conn, encoding: str) -> None:
+        super().__init__(conn.loop)
         self.conn = conn
-        self._pieces: deque = deque()
-        self._size = 0
-        self._done = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future | None = None
         self.paused = False
         self._inflate = (zlib.decompressobj(wbits=47) if encoding in ("gzip", "x-gzip", "deflate")
                          else None)
@@ -264,90 +250,25 @@ class _Body:
                 data = self._inflate.decompress(data)
             if not data:
                 return
-        self._pieces.append(data)
-        self._size += len(data)
-        if self._size > HIGH_WATER and not self.paused and not self.conn.closed:
+        if self.put(data) and not self.paused and not self.conn.closed:
             self.paused = True
             self.conn.transport.pause_reading()
-        self._wake()
 
     def end(self) -> None:
         if self._inflate is not None:
             tail = self._inflate.flush()
             if tail:
                 self._pieces.append(tail)
-        self._done = True
-        self._wake()
+        super().end()
 
-    def fail(self, exc: BaseException) -> None:
-        if not self._done:
-            self._error, self._done = exc, True
-            self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def ready(self) -> bool:
-        """True when next() returns without waiting: something arrived, or the answer ended."""
-        return bool(self._pieces) or self._done
-
-    async def wait(self, timeout: float) -> bool:
-        """Wait at most `timeout` s until next() would return at once; whether it would now.
-
-        Nothing is read and nothing is cancelled, so a caller can give up waiting and read on later.
-        """
-        if not self._pieces and not self._done:
-            loop = self.conn.loop
-            self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(max(timeout, 0.0), _settle, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-        return self.ready()
-
-    async def next(self, idle_timeout: float) -> bytes | None:
-        """What arrived since the last call (waiting for something), or None at the end."""
-        while not self._pieces:
-            if self._done:
-                if self._error is not None:
-                    raise self._error
-                return None
-            loop = self.conn.loop
-            self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(idle_timeout, _expire, waiter)
-            try:
-                await waiter
-            except asyncio.TimeoutError:
-                self.abort()
-                raise aiohttp.ServerTimeoutError("Timeout on reading data from socket") from None
-            finally:
-                timer.cancel()
-                self._waiter = None
-        # everything that arrived since the last read, in one piece (as aiohttp's iter_any): a
-        # burst of small chunks costs the relay above one write, not one per chunk
-        piece = b"".join(self._pieces)  # one piece comes back as it is, not copied
-        self._pieces.clear()
-        self._size = 0
+    def _caught_up(self) -> None:
         if self.paused and not self.conn.closed:  # everything was taken: read on
             self.paused = False
             self.conn.transport.resume_reading()
-        return piece
-
-    async def rest(self, idle_timeout: float) -> bytes:
-        """Everything still to come, as one bytes (no async generator on the way)."""
-        parts = []
-        while (piece := await self.next(idle_timeout)) is not None:
-            parts.append(piece)
-        return b"".join(parts)  # a single piece comes back as it is
 
     def abort(self) -> None:
         """Give up on the rest: the connection cannot carry another answer."""
-        if not self._done:
-            self._done = True
-            self._error = aiohttp.ClientPayloadError("response closed before its end")
+        super().abort()
         if self.conn._body is self and self.conn._mode != "done":
             self.conn.closed = True
             self.conn._mode = "done"
@@ -479,7 +400,7 @@ class LeanClient:
     async def _exchange(loop, conn: _Conn, data: bytes, head_only: bool, expires: float):
         """Send on `conn`; the answer's head by `expires` (a loop timer, no task or context)."""
         head = conn.send(data, head_only=head_only)
-        timer = loop.call_at(expires, _expire, head)
+        timer = loop.call_at(expires, expire, head)
         try:
             return await head
         except BaseException:

@@ -145,7 +145,17 @@ async def stream_events(resp) -> list:
     return events + decoder.close()
 
 
-async def test_client_disconnect_cancels_upstream(proxy, fake_web):
+@pytest.fixture(params=["aiohttp", "curl_cffi"])
+async def any_backend(request, fake_web, start_proxy):
+    """The proxy on each claude.ai client."""
+    if request.param == "curl_cffi":
+        pytest.importorskip("curl_cffi")
+    fake_web.add_account(make_cookie(1))
+    return await start_proxy({"rproxy": fake_web.base_url}, cookies=[make_cookie(1)], backend=request.param)
+
+
+async def test_client_disconnect_cancels_upstream(any_backend, fake_web):
+    proxy = any_backend
     fake_web.reply = "a b c d e f g h"
     fake_web.stall_after = 3
     async with aiohttp.ClientSession() as s:
@@ -159,9 +169,10 @@ async def test_client_disconnect_cancels_upstream(proxy, fake_web):
 
 
 @pytest.mark.parametrize("stall", [0, 1])
-async def test_client_leaving_before_the_first_content_cancels_upstream(proxy, fake_web, caplog, stall):
+async def test_client_leaving_before_the_first_content_cancels_upstream(any_backend, fake_web, caplog, stall):
     # the proxy holds the stream until content (so an early error can still retry): a client
     # that gives up meanwhile must not leave the upstream stream running, nor an error behind
+    proxy = any_backend
     fake_web.reply = "a b c d e f g h"
     fake_web.stall_after = stall
     async with aiohttp.ClientSession() as s:

@@ -155,22 +155,15 @@ async def test_cookies_claude_ai_sets_never_ride_along(backend, fake_web, start_
     assert all(len(h) == 1 and h[0].count("=") == 1 and h[0].startswith("sessionKey=") for h in sent), sent
 
 
-async def test_a_curl_cffi_too_old_for_discard_cookies_is_a_clear_error(fake_web, start_proxy, monkeypatch):
-    """curl_cffi before 0.11.2 has no discard_cookies: the client gets a 502 saying what to do."""
-    requests = pytest.importorskip("curl_cffi.requests")
-    real = requests.AsyncSession
-
-    def old_session(*args, discard_cookies=None, **kwargs):
-        if discard_cookies is not None:
-            raise TypeError("__init__() got an unexpected keyword argument 'discard_cookies'")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(requests, "AsyncSession", old_session)
+async def test_a_curl_cffi_older_than_the_lean_path_needs_is_a_clear_error(fake_web, start_proxy, monkeypatch):
+    """curl_cffi before 0.16 lacks what the lean path uses: the client gets a 502 saying what to do."""
+    curl_lean = pytest.importorskip("clewdr_lite.upstream.curl_lean")
+    monkeypatch.setattr(curl_lean, "available", lambda: False)
     fake_web.add_account(make_cookie(1))
     proxy = await start_proxy({"rproxy": fake_web.base_url}, cookies=[make_cookie(1)], backend="curl_cffi")
     async with client(proxy) as c:
         with pytest.raises(anthropic.APIStatusError) as caught:
             await c.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 502
-    assert "needs 0.11.2 or later" in caught.value.message and "pip install -U curl_cffi" in caught.value.message
+    assert "needs 0.16 or later" in caught.value.message and "pip install -U curl_cffi" in caught.value.message
     assert fake_web.completions == [] and len(proxy.state.pool.valid) == 1  # not the cookie's fault

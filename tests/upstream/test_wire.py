@@ -17,7 +17,7 @@ import zlib
 import aiohttp
 import pytest
 
-from clewdr_lite.upstream import http, wire
+from clewdr_lite.upstream import body, http, wire
 
 
 class Raw:
@@ -306,7 +306,7 @@ async def test_headers_timeout_cancels_and_discards_the_connection():
 
 
 async def test_a_slow_reader_pauses_the_socket_and_gets_every_byte():
-    big = b"y" * (wire.HIGH_WATER * 4)
+    big = b"y" * (body.HIGH_WATER * 4)
     async with talking(lambda head, body: ok(big)) as (server, base, client):
         resp = await client.request("GET", base + "/", stream=True)
         got = bytearray()
@@ -376,7 +376,7 @@ async def test_a_target_with_spaces_or_non_ascii_is_percent_encoded():
 
 
 async def test_an_answer_completed_while_reading_is_paused_leaves_a_usable_connection():
-    big = b"q" * (wire.HIGH_WATER + 100)
+    big = b"q" * (body.HIGH_WATER + 100)
     whole = ok(big)
     # the last 200 bytes come later: they push the unread body over the high-water mark (reading
     # pauses) and complete the answer in the same read, so the connection goes back to the pool

@@ -1,0 +1,120 @@
+"""An answer's body as it arrives, for the lean clients (wire.py over sockets, curl_lean.py over curl).
+
+The transport pushes pieces in (`put`, `end`, `fail`); the reader takes everything that arrived since
+its last read in one piece (`next`, as aiohttp's iter_any), or the rest at once (`rest`). `ready()` and
+`wait()` let relay.hold_events look ahead without reading and without a task. A subclass says how
+reading resumes once the reader has caught up (`_caught_up`) and how the rest is given up (`abort`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import aiohttp
+
+HIGH_WATER = 256 * 1024   # unread body bytes that pause the transport
+
+
+def _settle(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
+
+
+class Pieces:
+    """The body pieces of one answer, kept until read; the end or an error after the last one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._pieces: deque = deque()
+        self._size = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future | None = None
+
+    # -- the transport's side
+    def put(self, data: bytes) -> bool:
+        """Keep a piece; True when the unread bytes passed HIGH_WATER (the transport should pause)."""
+        self._pieces.append(data)
+        self._size += len(data)
+        self._wake()
+        return self._size > HIGH_WATER
+
+    def end(self) -> None:
+        self._done = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._done:
+            self._error, self._done = exc, True
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- the reader's side
+    def ready(self) -> bool:
+        """True when next() returns without waiting: something arrived, or the answer ended."""
+        return bool(self._pieces) or self._done
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait at most `timeout` s until next() would return at once; whether it would now.
+
+        Nothing is read and nothing is cancelled, so a caller can give up waiting and read on later.
+        """
+        if not self._pieces and not self._done:
+            self._waiter = waiter = self.loop.create_future()
+            timer = self.loop.call_later(max(timeout, 0.0), _settle, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self.ready()
+
+    async def next(self, idle_timeout: float) -> bytes | None:
+        """What arrived since the last call (waiting for something), or None at the end."""
+        while not self._pieces:
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                return None
+            self._waiter = waiter = self.loop.create_future()
+            timer = self.loop.call_later(idle_timeout, expire, waiter)
+            try:
+                await waiter
+            except asyncio.TimeoutError:
+                self.abort()
+                raise aiohttp.ServerTimeoutError("Timeout on reading data from socket") from None
+            finally:
+                timer.cancel()
+                self._waiter = None
+        # everything that arrived since the last read, in one piece: a burst of small chunks costs
+        # the relay one write, not one per chunk
+        piece = b"".join(self._pieces)  # one piece comes back as it is, not copied
+        self._pieces.clear()
+        self._size = 0
+        self._caught_up()
+        return piece
+
+    async def rest(self, idle_timeout: float) -> bytes:
+        """Everything still to come, as one bytes (no async generator on the way)."""
+        parts = []
+        while (piece := await self.next(idle_timeout)) is not None:
+            parts.append(piece)
+        return b"".join(parts)  # a single piece comes back as it is
+
+    def _caught_up(self) -> None:
+        """Everything that arrived was read: a paused transport may go on."""
+
+    def abort(self) -> None:
+        """Give up on the rest."""
+        if not self._done:
+            self._done = True
+            self._error = aiohttp.ClientPayloadError("response closed before its end")

@@ -1,0 +1,260 @@
+"""claude.ai's calls on curl_cffi's easy handles, driven directly (the lean curl path).
+
+curl_cffi's AsyncSession resets a handle and configures it from scratch for every request (the
+browser impersonation included), parses every answer into Response, Headers and Cookies objects,
+and streams through an asyncio.Queue that a task fills: more CPU than the claude.ai call itself
+costs. Its stream close also waits until the upstream has sent the whole answer, so a client that
+leaves kept its cookie busy until claude.ai had finished writing. Here each handle is configured
+once — with `Curl.impersonate()`, the very call the session makes, so the TLS and HTTP/2 fingerprint
+and the browser's default headers are the session's (tests/upstream/test_curl_lean.py compares the
+bytes on the wire) — and per request only the URL, the method, the body and the headers are set.
+Header lines and body pieces go straight into a `body.Pieces`; closing early takes the handle out
+of the multi handle, which ends the transfer at once.
+
+No cookie engine runs on these handles: each call carries the Cookie header it was given and
+nothing claude.ai sets is kept (the handles serve every account). Uploads (multipart) and calls
+without impersonation stay on the session (http.CurlClient).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from clewdr_lite.upstream.body import HIGH_WATER, Pieces
+from clewdr_lite.upstream.http import within
+
+IDLE_HANDLES = 64         # configured handles kept for reuse
+ACCEPT_ENCODING = b"gzip, deflate, br"  # set by the session before it impersonates (as here)
+WRITEFUNC_PAUSE = 0x10000001  # a write callback's "keep this piece, offer it again on resume"
+PAUSE_CONTINUE = 0
+
+
+def available() -> bool:
+    """Whether the installed curl_cffi has what this path uses (0.16 and later)."""
+    try:
+        from curl_cffi import Curl
+        from curl_cffi.requests import impersonate
+    except ImportError:
+        return False
+    return (hasattr(Curl, "pause") and hasattr(Curl, "clean_handles_and_buffers")
+            and hasattr(impersonate, "resolve_latest_browser_type"))
+
+
+class _Transfer(Pieces):
+    """One request on one handle: its status and headers, then its body as it arrives."""
+
+    def __init__(self, owner: LeanCurl, curl, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.owner, self.curl = owner, curl
+        self.head = loop.create_future()
+        self.status = 0
+        self.headers: CIMultiDictProxy | None = None
+        self._lines: list[bytes] = []
+        self._paused = False
+        self.running = True  # in the multi handle
+
+    # -- curl's callbacks: inside socket_action, on the loop's thread
+    def on_header(self, line: bytes) -> int:
+        if self.head.done():  # trailers, or lines after an abort: not kept
+            return len(line)
+        if line.startswith(b"HTTP/"):
+            parts = line.split(None, 2)
+            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self._lines = []
+        elif line in (b"\r\n", b"\n"):
+            if self.status >= 200:  # the final head (a 100 Continue is followed by another)
+                self.headers = parse_headers(self._lines)
+                self.head.set_result(None)
+        else:
+            self._lines.append(line)
+        return len(line)
+
+    def on_body(self, data: bytes) -> int:
+        if self._size and self._size + len(data) > HIGH_WATER:
+            self._paused = True  # the reader lags: curl keeps this piece until it catches up
+            return WRITEFUNC_PAUSE
+        self.put(data)
+        return len(data)
+
+    def finished(self, future: asyncio.Future) -> None:
+        """The multi handle is done with the transfer: it completed, failed, or abort() removed it."""
+        self.running = False
+        self.owner.release(self.curl, self)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if not self.head.done():
+            self.head.set_exception(aiohttp.ClientConnectionError(
+                str(exc) if exc is not None else "the answer ended before its headers"))
+            self.abort()
+        elif exc is not None:
+            self.fail(aiohttp.ClientPayloadError(str(exc)))
+        else:
+            self.end()
+
+    # -- the reader's side
+    def _caught_up(self) -> None:
+        if self._paused and self.running:
+            self._paused = False
+            self.curl.pause(PAUSE_CONTINUE)  # curl offers the kept piece again
+
+    def abort(self) -> None:
+        """Give up on the rest: the handle leaves the multi handle, which ends the transfer."""
+        super().abort()
+        if not self.head.done():
+            self.head.cancel()
+        if self.running:
+            self.running = False
+            self.owner.remove(self.curl)
+
+
+def parse_headers(lines: list[bytes]) -> CIMultiDictProxy:
+    """Header lines as curl hands them over (with their line ends) → a case-insensitive multidict."""
+    headers: CIMultiDict = CIMultiDict()
+    last = None
+    for raw in lines:
+        line = raw.decode("latin-1").rstrip("\r\n")
+        if line[:1] in (" ", "\t"):  # an obsolete folded line continues the last value
+            if last is not None:
+                headers[last] = f"{headers[last]} {line.strip()}"
+            continue
+        name, sep, value = line.partition(":")
+        if sep and name:
+            last = name.strip()
+            headers.add(last, value.strip())
+    return CIMultiDictProxy(headers)
+
+
+def header_lines(headers, body: bytes | None) -> list[bytes]:
+    """The request's header lines as the session writes them (an empty value as `Name;`; an
+    octet-stream type for an untyped body; `Expect:` to never send one)."""
+    lines = [(f"{name}: {value}" if value != "" else f"{name};").encode() for name, value in headers.items()]
+    if body and not any(name.lower() == "content-type" for name in headers):
+        lines.append(b"Content-Type: application/octet-stream")
+    lines.append(b"Expect:")
+    return lines
+
+
+class LeanCurl:
+    """Impersonating easy handles configured once, on one multi handle of our own."""
+
+    def __init__(self, proxy: str | None, *, connect_timeout: float, idle_timeout: float,
+                 target: str = "chrome") -> None:
+        from curl_cffi.requests.impersonate import resolve_latest_browser_type
+        self.proxy = proxy
+        self.target = resolve_latest_browser_type(target)  # "chrome" → the newest Chrome, as the session
+        self._connect_ms = int(connect_timeout * 1000)
+        self._idle_s = int(idle_timeout)
+        # the session's CA rule: REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE, else certifi's bundle
+        self._cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self._idle: list = []
+        self._custom: set = set()  # handles whose last call set a custom method
+        self._running: dict = {}  # handle → its transfer, while in the multi handle
+        self._acurl = None
+        self._closed = False
+
+    def _new_handle(self):
+        """A handle set up as the session sets one up for an impersonated call, less the per-call parts."""
+        from curl_cffi import Curl, CurlOpt
+        curl = Curl()
+        setopt = curl.setopt
+        setopt(CurlOpt.FOLLOWLOCATION, 0)  # a 302 is Cloudflare's block signal (claude-web.md §2)
+        setopt(CurlOpt.MAXREDIRS, 30)
+        setopt(CurlOpt.CONNECTTIMEOUT_MS, self._connect_ms)
+        # no total deadline (a long answer is fine); a transfer that stalls ends after the idle time
+        setopt(CurlOpt.LOW_SPEED_LIMIT, 1)
+        setopt(CurlOpt.LOW_SPEED_TIME, self._idle_s)
+        if self.proxy:
+            setopt(CurlOpt.PROXY_CREDENTIAL_NO_REUSE, 1)
+            setopt(CurlOpt.PROXY, self.proxy)
+        if self._cafile:
+            setopt(CurlOpt.CAINFO, self._cafile)
+            setopt(CurlOpt.PROXY_CAINFO, self._cafile)
+        setopt(CurlOpt.ACCEPT_ENCODING, ACCEPT_ENCODING)
+        if curl.impersonate(self.target, default_headers=True) != 0:
+            curl.close()
+            raise aiohttp.ClientConnectionError(f"curl_cffi cannot impersonate {self.target}")
+        setopt(CurlOpt.SUPPRESS_CONNECT_HEADERS, 1)  # a proxy's CONNECT answer is not the head
+        return curl
+
+    def _configure(self, curl, transfer: _Transfer, method: str, url: str, headers, body: bytes | None) -> None:
+        """The per-call options (every one a previous call on the handle may have set)."""
+        from curl_cffi import CurlOpt, ffi
+        setopt = curl.setopt
+        setopt(CurlOpt.URL, url.encode())
+        if method == "POST" or body is not None or method in ("PUT", "PATCH"):
+            data = body or b""
+            setopt(CurlOpt.POSTFIELDS, data)  # a POST from here on; the handle keeps a reference
+            setopt(CurlOpt.POSTFIELDSIZE, len(data))
+        else:
+            setopt(CurlOpt.HTTPGET, 1)  # back to a GET after a POST
+        if method not in ("GET", "POST"):
+            setopt(CurlOpt.CUSTOMREQUEST, method.encode())
+            self._custom.add(curl)
+        elif curl in self._custom:
+            setopt(CurlOpt.CUSTOMREQUEST, ffi.NULL)
+            self._custom.discard(curl)
+        if self.proxy and not self.proxy.startswith("socks"):
+            setopt(CurlOpt.HTTPPROXYTUNNEL, 1 if url.startswith("https:") else 0)
+        setopt(CurlOpt.HTTPHEADER, header_lines(headers or {}, body))
+        setopt(CurlOpt.HEADERFUNCTION, transfer.on_header)
+        setopt(CurlOpt.WRITEFUNCTION, transfer.on_body)
+
+    async def request(self, method: str, url: str, headers, body: bytes | None,
+                      headers_timeout: float) -> _Transfer:
+        """Send; return the transfer once its final head is in (status, headers; the body follows)."""
+        if self._closed:
+            raise aiohttp.ClientConnectionError("the claude.ai client is closed")
+        loop = asyncio.get_running_loop()
+        if self._acurl is None:
+            from curl_cffi import AsyncCurl
+            self._acurl = AsyncCurl(loop=loop)
+        curl = self._idle.pop() if self._idle else self._new_handle()
+        transfer = _Transfer(self, curl, loop)
+        try:
+            self._configure(curl, transfer, method, url, headers, body)
+            future = self._acurl.add_handle(curl)
+        except BaseException:
+            self.release(curl)
+            raise
+        future.add_done_callback(transfer.finished)
+        self._running[curl] = transfer
+        try:
+            await within(transfer.head, headers_timeout)
+        except BaseException:  # a timeout, or the caller left: end the transfer
+            transfer.abort()
+            raise
+        return transfer
+
+    def remove(self, curl) -> None:
+        """End a running transfer (its future is cancelled; `finished` then releases the handle)."""
+        self._acurl.remove_handle(curl)
+
+    def release(self, curl, transfer: _Transfer | None = None) -> None:
+        """A handle whose transfer is over: its per-call buffers go, the handle is kept for reuse."""
+        if transfer is not None and self._running.get(curl) is transfer:
+            del self._running[curl]
+        curl.clean_handles_and_buffers()  # the header list and the callbacks of the call
+        if self._closed or len(self._idle) >= IDLE_HANDLES:
+            self._custom.discard(curl)
+            curl.close()
+        else:
+            self._idle.append(curl)
+
+    async def close(self) -> None:
+        """Close the multi handle (ending what still runs) and every kept handle."""
+        self._closed = True
+        for transfer in list(self._running.values()):  # cut, not ended: the reader must not see an end
+            transfer.fail(aiohttp.ClientPayloadError("the claude.ai client was closed"))
+            transfer.abort()
+        acurl, self._acurl = self._acurl, None
+        if acurl is not None:
+            await acurl.close()
+        for curl in self._idle:
+            curl.close()
+        self._idle.clear()
+        self._custom.clear()

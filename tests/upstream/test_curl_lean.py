@@ -1,0 +1,421 @@
+"""The lean curl path (upstream/curl_lean.py) against curl_cffi's own session, byte for byte on the
+wire, and its behaviour as an upstream client: handle reuse, early close, back-pressure, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json as jsonlib
+import ssl
+import struct
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+pytest.importorskip("curl_cffi")
+
+from clewdr_lite.upstream import body, curl_lean  # noqa: E402
+from clewdr_lite.protocol.sse import json_bytes  # noqa: E402
+from clewdr_lite.upstream.http import CurlClient  # noqa: E402
+from tests.fakes.common import serve  # noqa: E402
+from tests.fakes.tls import tls_files  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not curl_lean.available(), reason="curl_cffi older than 0.16 installed")
+
+GUARD = 10.0  # seconds: only turns a hang into a failure, never paces a test
+WEB_HEADERS = {"Cookie": "sessionKey=sk-ant-sid01-test", "Origin": "https://claude.ai",
+               "Referer": "https://claude.ai/new", "Accept-Language": "en-US,en;q=0.9",
+               "Accept": "application/json"}
+
+
+class SessionClient:
+    """curl_cffi's own AsyncSession, called as clewdr-lite called it before the lean path: the
+    reference for what an impersonated call puts on the wire."""
+
+    def __init__(self) -> None:
+        from curl_cffi.requests import AsyncSession
+        self.session = AsyncSession(max_clients=64, impersonate="chrome", discard_cookies=True)
+
+    async def request(self, method, url, *, headers, json=None, stream=False):
+        headers = dict(headers)
+        data = None
+        if json is not None:
+            data = json_bytes(json)
+            headers.setdefault("Content-Type", "application/json")
+        resp = await self.session.request(method, url, headers=headers, data=data, allow_redirects=False,
+                                          stream=stream, timeout=(15.0, 300.0), impersonate="chrome")
+        return SessionAnswer(resp)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class SessionAnswer:
+    def __init__(self, resp) -> None:
+        self.status, self._resp = resp.status_code, resp
+
+    async def json(self):
+        return jsonlib.loads(await self._resp.acontent())
+
+
+# how each client reports a connection the listener closed before answering
+CUT = (aiohttp.ClientConnectionError, pytest.importorskip("curl_cffi.requests.exceptions").RequestException)
+
+
+def clients() -> tuple:
+    """The reference (curl_cffi's session) and the lean path, in that order."""
+    return SessionClient(), CurlClient()
+
+
+# ---- the wire: what each path sends ----------------------------------------------------------
+
+class Capture:
+    """A raw TCP listener that keeps what each connection sent until `enough(data)` says so, then
+    answers `reply` (or closes)."""
+
+    def __init__(self, enough, reply: bytes = b"", tls: ssl.SSLContext | None = None) -> None:
+        self.enough, self.reply, self.tls = enough, reply, tls
+        self.got: list[bytes] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0, ssl=self.tls)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = b""
+        try:
+            while not self.enough(data):
+                piece = await reader.read(65536)
+                if not piece:
+                    break
+                data += piece
+            self.got.append(data)
+            if self.reply:
+                writer.write(self.reply)
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+def http1_request_done(data: bytes) -> bool:
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(rest) >= int(line.split(b":")[1])
+    return True
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+
+@pytest.mark.parametrize("method,json_body", [
+    ("GET", None), ("POST", {"prompt": "hi", "n": 1}), ("PUT", {"settings": {"x": True}}),
+    ("POST", {"prompt": "long " * 300_000})])  # over 1 MiB: where curl would add Expect: 100-continue
+async def test_http1_request_bytes_equal_the_sessions(method, json_body):
+    """Same request line, same headers in the same order (the browser's defaults included), same body."""
+    capture = Capture(http1_request_done, OK)
+    async with capture as origin:  # one listener: the Host line names the same port
+        for client in clients():
+            try:
+                resp = await client.request(method, origin + "/api/organizations", headers=WEB_HEADERS,
+                                            json=json_body, stream=True)
+                assert resp.status == 200 and await resp.json() == {}
+            finally:
+                await client.close()
+    session, lean = capture.got
+    assert lean == session
+    assert lean.startswith(f"{method} /api/organizations HTTP/1.1\r\n".encode())
+    assert b"\r\nsec-ch-ua: " in lean and b"\r\nCookie: sessionKey=sk-ant-sid01-test\r\n" in lean
+    assert b"Expect" not in lean
+
+
+def tls_record_done(data: bytes) -> bool:
+    return len(data) >= 5 and len(data) >= 5 + struct.unpack(">H", data[3:5])[0]
+
+
+def grease(value: int) -> bool:
+    return value & 0x0F0F == 0x0A0A and value >> 8 == value & 0xFF
+
+
+def client_hello(record: bytes) -> dict:
+    """The parts of a TLS ClientHello that make a fingerprint, GREASE and per-connection randomness
+    (random, session id, key shares, ECH payload, padding) left out; extension order as a set and
+    extension 51764's entries as a multiset, since Chrome shuffles both on every connection."""
+    assert record[0] == 0x16, "not a TLS handshake record"
+    hello = record[5:]
+    assert hello[0] == 1, "not a ClientHello"
+    pos = 4 + 2 + 32
+    pos += 1 + hello[pos]  # session id
+    (n,) = struct.unpack(">H", hello[pos:pos + 2])
+    ciphers = [c for (c,) in struct.iter_unpack(">H", hello[pos + 2:pos + 2 + n]) if not grease(c)]
+    pos += 2 + n
+    pos += 1 + hello[pos]  # compression methods
+    (total,) = struct.unpack(">H", hello[pos:pos + 2])
+    pos += 2
+    end = pos + total
+    extensions = {}
+    while pos < end:
+        kind, size = struct.unpack(">HH", hello[pos:pos + 4])
+        data = hello[pos + 4:pos + 4 + size]
+        pos += 4 + size
+        if grease(kind):
+            continue
+        if kind == 51:  # key_share: the groups offered, not the keys
+            groups, at = [], 2
+            while at < len(data):
+                group, length = struct.unpack(">HH", data[at:at + 4])
+                if not grease(group):
+                    groups.append(group)
+                at += 4 + length
+            data = bytes(str(groups), "ascii")
+        elif kind in (21, 65037):  # padding, encrypted_client_hello (GREASE ECH is random)
+            data = b""
+        elif kind == 51764:  # a list Chrome shuffles on every connection: its bytes as a multiset
+            data = bytes(sorted(data))
+        elif kind in (10, 43):  # supported_groups, supported_versions: their GREASE values out
+            values = [v for (v,) in struct.iter_unpack(">H", data[2 if kind == 10 else 1:]) if not grease(v)]
+            data = bytes(str(values), "ascii")
+        extensions[kind] = data
+    return {"version": hello[4:6], "ciphers": ciphers, "extensions": extensions}
+
+
+async def test_tls_client_hello_equals_the_sessions():
+    """The same TLS fingerprint as curl_cffi's session: ciphers, extensions and their contents."""
+    capture = Capture(tls_record_done)
+    async with capture as origin:
+        for client in clients():
+            with pytest.raises(CUT):
+                await client.request("GET", origin.replace("http:", "https:") + "/api/bootstrap",
+                                     headers=WEB_HEADERS)
+            await client.close()
+    session, lean = (client_hello(record) for record in capture.got)
+    assert lean == session
+    assert len(lean["ciphers"]) > 10 and 16 in lean["extensions"]  # a browser's hello, with ALPN
+    assert b"h2" in lean["extensions"][16]
+
+
+def h2_frames(data: bytes) -> list[tuple[int, int, int, bytes]] | None:
+    """The client's frames after the preface up to its first HEADERS frame that ends the headers, or
+    None while incomplete; SETTINGS acknowledgements left out (their timing is the server's)."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    if len(data) < len(preface):
+        return None
+    assert data.startswith(preface), data[:40]
+    frames, pos = [], len(preface)
+    while pos + 9 <= len(data):
+        length = int.from_bytes(data[pos:pos + 3], "big")
+        kind, flags = data[pos + 3], data[pos + 4]
+        stream = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+        if pos + 9 + length > len(data):
+            return None
+        payload = data[pos + 9:pos + 9 + length]
+        pos += 9 + length
+        if kind == 4 and flags & 1:
+            continue
+        frames.append((kind, flags, stream, payload))
+        if kind == 1 and flags & 4:
+            return frames
+    return None
+
+
+async def test_http2_frames_equal_the_sessions(tmp_path, monkeypatch):
+    """Over TLS with ALPN h2: the same SETTINGS, WINDOW_UPDATE, and HEADERS frame byte for byte
+    (pseudo-header order, header order and values, as HPACK encodes them)."""
+    ca, cert, key = tls_files(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)  # both paths trust the throwaway CA
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    tls.set_alpn_protocols(["h2"])
+    capture = Capture(lambda data: h2_frames(data) is not None, tls=tls)
+    async with capture as origin:
+        url = origin.replace("127.0.0.1", "localhost") + "/api/organizations/o/chat_conversations"
+        for client in clients():
+            with pytest.raises(CUT):
+                await client.request("POST", url, headers=WEB_HEADERS, json={"uuid": "c", "name": ""})
+            await client.close()
+    session, lean = (h2_frames(data) for data in capture.got)
+    assert lean == session
+    kinds = [kind for kind, *_ in lean]
+    assert kinds[0] == 4 and kinds[-1] == 1  # SETTINGS first, the request's HEADERS last
+
+
+# ---- behaviour -------------------------------------------------------------------------------
+
+class Upstream:
+    """An aiohttp upstream whose routes tests configure."""
+
+    def __init__(self) -> None:
+        self.app = web.Application()
+        self.seen: list[tuple[str, bytes, str | None]] = []
+        self.left = asyncio.Event()
+        self.release = asyncio.Event()
+        self.app.router.add_route("*", "/echo", self._echo)
+        self.app.router.add_get("/endless", self._endless)
+        self.app.router.add_get("/big", self._big)
+        self.app.router.add_get("/silent", self._silent)
+        self.app.router.add_get("/cut", self._cut)
+        self.app.router.add_get("/gzip", self._gzip)
+        self.app.router.add_get("/cookie", self._cookie)
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        self.seen.append((request.method, await request.read(), request.headers.get("Cookie")))
+        return web.json_response({"method": request.method})
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            while True:
+                await resp.write(b"data: x\n\n")
+                await asyncio.sleep(0.02)
+        except (ConnectionError, asyncio.CancelledError):
+            self.left.set()
+            raise
+
+    async def _big(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await resp.prepare(request)
+        for n in range(64):
+            await resp.write(bytes([n]) * (body.HIGH_WATER // 16))
+        await resp.write_eof()
+        return resp
+
+    async def _silent(self, request: web.Request) -> web.Response:
+        await asyncio.wait_for(self.release.wait(), GUARD)  # set when the test ends
+        return web.Response()
+
+    async def _cut(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"partial")
+        await asyncio.sleep(0.05)
+        request.transport.close()
+        return resp
+
+    async def _gzip(self, request: web.Request) -> web.Response:
+        return web.Response(body=gzip.compress(b"hello " * 1000), headers={"Content-Encoding": "gzip"})
+
+    async def _cookie(self, request: web.Request) -> web.Response:
+        self.seen.append((request.method, b"", request.headers.get("Cookie")))
+        resp = web.json_response({})
+        resp.set_cookie("lastActiveOrg", "org-of-account-1")
+        return resp
+
+
+@pytest.fixture
+async def upstream():
+    up = Upstream()
+    async with serve(up.app) as origin:
+        up.origin = origin
+        yield up
+        up.release.set()
+
+
+@pytest.fixture
+async def lean():
+    client = CurlClient()
+    yield client
+    await client.close()
+
+
+async def test_one_handle_serves_every_method_in_turn(upstream, lean):
+    """A handle configured once carries calls of different methods one after another, each right."""
+    calls = [("POST", {"a": 1}), ("GET", None), ("PUT", {"b": 2}), ("DELETE", None), ("GET", None),
+             ("PATCH", {"c": 3}), ("POST", {"d": 4})]
+    for method, payload in calls:
+        resp = await lean.request(method, upstream.origin + "/echo", headers={"Cookie": "sessionKey=k"},
+                                  json=payload)
+        assert resp.status == 200 and (await resp.json())["method"] == method
+    assert [(m, b) for m, b, _ in upstream.seen] == [
+        (m, b"" if p is None else (b'{"a":1}', b'{"b":2}', b'{"c":3}', b'{"d":4}')[
+            [q for _, q in calls if q is not None].index(p)]) for m, p in calls]
+    assert len(lean._lean._idle) == 1  # sequential calls took the same handle
+
+
+async def test_closing_a_stream_early_ends_the_upstream_transfer_at_once(upstream, lean):
+    """A client that leaves frees its upstream now (the session's close waited for the whole answer)."""
+    resp = await lean.request("GET", upstream.origin + "/endless", headers={}, stream=True)
+    async for chunk in resp.chunks():
+        assert chunk.startswith(b"data: x")
+        break
+    started = time.monotonic()
+    await resp.close()
+    assert time.monotonic() - started < 0.5
+    await asyncio.wait_for(upstream.left.wait(), GUARD)  # the upstream saw the connection go
+    assert lean._lean._running == {}
+
+
+async def test_a_slow_reader_pauses_the_transfer_and_gets_every_byte(upstream, lean):
+    resp = await lean.request("GET", upstream.origin + "/big", headers={}, stream=True)
+    got, most = [], 0
+    async for piece in resp.chunks():
+        got.append(piece)
+        await asyncio.sleep(0.01)  # slower than loopback delivers
+        most = max(most, _unread(lean))
+    expected = b"".join(bytes([n]) * (body.HIGH_WATER // 16) for n in range(64))
+    assert b"".join(got) == expected
+    assert most <= body.HIGH_WATER + 64 * 1024  # 4 × HIGH_WATER was sent at loopback speed
+
+
+def _unread(client: CurlClient) -> int:
+    return max((t._size for t in client._lean._running.values()), default=0)
+
+
+async def test_headers_that_never_come_time_out_and_free_the_handle(upstream, lean):
+    with pytest.raises(asyncio.TimeoutError):
+        await lean.request("GET", upstream.origin + "/silent", headers={}, headers_timeout=0.2)
+    await asyncio.sleep(0)  # the removal's callback
+    assert lean._lean._running == {} and len(lean._lean._idle) == 1
+
+
+async def test_a_refused_connection_is_a_connection_error(lean):
+    async with Capture(lambda data: True) as origin:
+        pass  # closed: nothing listens there now
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await lean.request("GET", origin + "/x", headers={})
+
+
+async def test_a_body_cut_short_is_a_payload_error(upstream, lean):
+    resp = await lean.request("GET", upstream.origin + "/cut", headers={}, stream=True)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+
+
+async def test_a_gzip_body_arrives_decoded(upstream, lean):
+    resp = await lean.request("GET", upstream.origin + "/gzip", headers={})
+    assert await resp.read() == b"hello " * 1000
+
+
+async def test_cookies_an_answer_sets_are_not_sent_later(upstream, lean):
+    for key in ("one", "two"):
+        resp = await lean.request("GET", upstream.origin + "/cookie", headers={"Cookie": f"sessionKey={key}"})
+        assert "lastActiveOrg" in resp.headers.get("Set-Cookie", "")
+        await resp.read()
+    assert [cookie for _, _, cookie in upstream.seen] == ["sessionKey=one", "sessionKey=two"]
+
+
+async def test_closing_the_client_cuts_an_open_stream_instead_of_ending_it(upstream):
+    client = CurlClient()
+    resp = await client.request("GET", upstream.origin + "/endless", headers={}, stream=True)
+    await client.close()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+
+
+def test_header_lines_are_parsed_case_insensitively_with_folds_and_repeats():
+    headers = curl_lean.parse_headers([b"Content-Type: text/event-stream\r\n", b"Set-Cookie: a=1\r\n",
+                                       b"set-cookie: b=2\r\n", b"X-Long: one\r\n", b"  two\r\n",
+                                       b"no colon here\r\n"])
+    assert headers["content-type"] == "text/event-stream"
+    assert headers.getall("Set-Cookie") == ["a=1", "b=2"] and headers["x-long"] == "one two"
+    assert len(headers) == 4
