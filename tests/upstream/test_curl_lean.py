@@ -419,3 +419,59 @@ def test_header_lines_are_parsed_case_insensitively_with_folds_and_repeats():
     assert headers["content-type"] == "text/event-stream"
     assert headers.getall("Set-Cookie") == ["a=1", "b=2"] and headers["x-long"] == "one two"
     assert len(headers) == 4
+
+
+# ---- HTTP/2, as claude.ai speaks it ------------------------------------------------------------
+
+@pytest.fixture
+async def h2(tmp_path, monkeypatch):
+    from tests.fakes.h2_server import serve_h2
+    ca, cert, key = tls_files(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)  # read when the client is made
+    client = CurlClient()
+    async with serve_h2(cert, key) as (origin, app):
+        yield origin, app, client
+        await client.close()
+
+
+async def test_http2_calls_share_one_connection_each_on_its_own_handle(h2):
+    origin, _, client = h2
+    answers = await asyncio.gather(*(client.request("GET", origin + "/echo", headers={}) for _ in range(4)))
+    seen = [await a.json() for a in answers]
+    assert {s["http_version"] for s in seen} == {"2"}
+    assert len({tuple(s["client"]) for s in seen}) == 1  # one TLS connection, four streams
+    assert len(client._lean._idle) == 4 and client._lean._running == {}
+    again = await client.request("POST", origin + "/echo", headers={}, json={"a": 1})  # a kept handle
+    assert (await again.json())["method"] == "POST" and len(client._lean._idle) == 4
+
+
+async def test_http2_leaving_one_stream_ends_it_and_spares_the_others(h2):
+    origin, app, client = h2
+    left = await client.request("GET", origin + "/endless", headers={}, stream=True)
+    kept = await client.request("GET", origin + "/endless", headers={}, stream=True)
+    first = left.chunks()
+    assert (await first.__anext__()).startswith(b"data: x")
+    started = time.monotonic()
+    await left.close()
+    assert time.monotonic() - started < 0.5
+    await asyncio.wait_for(app.gone_event.wait(), GUARD)  # the server saw that stream reset
+    assert app.gone == 1
+    pieces = kept.chunks()
+    for _ in range(3):  # the other stream on the same connection goes on
+        assert (await asyncio.wait_for(pieces.__anext__(), GUARD)).startswith(b"data: x")
+    await kept.close()
+    echo = await client.request("GET", origin + "/echo", headers={})  # and the handles serve again
+    assert (await echo.json())["http_version"] == "2"
+
+
+async def test_http2_slow_reader_pauses_the_stream_and_gets_every_byte(h2):
+    from tests.fakes.h2_server import BIG_PART
+    origin, app, client = h2
+    resp = await client.request("GET", origin + "/big", headers={}, stream=True)
+    got, most = [], 0
+    async for piece in resp.chunks():
+        got.append(piece)
+        await asyncio.sleep(0.005)
+        most = max(most, _unread(client))
+    assert b"".join(got) == b"".join(bytes([n % 256]) * BIG_PART for n in range(app.big_parts))
+    assert most <= body.HIGH_WATER + 64 * 1024  # 4 × HIGH_WATER was sent at loopback speed
