@@ -28,6 +28,11 @@ from clewdr_lite.upstream.body import HIGH_WATER, Pieces
 from clewdr_lite.upstream.http import within
 
 IDLE_HANDLES = 64         # configured handles kept for reuse
+# With no transfer running for this long the multi handle closes, its kept connections with it (curl
+# would not reuse them after 118 s anyway) and curl_cffi's safety timer, which otherwise wakes the
+# process ten times a second for good (~3 ms of CPU a second: a phone's battery); the next call opens
+# a new one.
+IDLE_CLOSE_S = 60.0
 ACCEPT_ENCODING = b"gzip, deflate, br"  # set by the session before it impersonates (as here)
 WRITEFUNC_PAUSE = 0x10000001  # a write callback's "keep this piece, offer it again on resume"
 PAUSE_CONTINUE = 0
@@ -155,6 +160,9 @@ class LeanCurl:
         self._custom: set = set()  # handles whose last call set a custom method
         self._running: dict = {}  # handle → its transfer, while in the multi handle
         self._acurl = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Future | None = None  # a multi handle closing after an idle spell
         self._closed = False
 
     def _new_handle(self):
@@ -212,7 +220,10 @@ class LeanCurl:
         """Send; return the transfer once its final head is in (status, headers; the body follows)."""
         if self._closed:
             raise aiohttp.ClientConnectionError("the claude.ai client is closed")
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._acurl is None:
             from curl_cffi import AsyncCurl
             self._acurl = AsyncCurl(loop=loop)
@@ -247,10 +258,26 @@ class LeanCurl:
             curl.close()
         else:
             self._idle.append(curl)
+        if not self._running and self._acurl is not None and not self._closed:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._idle_timer = self._loop.call_later(IDLE_CLOSE_S, self._close_idle)
+
+    def _close_idle(self) -> None:
+        """Nothing ran for IDLE_CLOSE_S: close the multi handle (a later call makes a new one)."""
+        self._idle_timer = None
+        if self._running or self._acurl is None:
+            return
+        acurl, self._acurl = self._acurl, None
+        self._closing = asyncio.ensure_future(acurl.close())
 
     async def close(self) -> None:
         """Close the multi handle (ending what still runs) and every kept handle."""
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._closing is not None:
+            await self._closing
         for transfer in list(self._running.values()):  # cut, not ended: the reader must not see an end
             transfer.fail(aiohttp.ClientPayloadError("the claude.ai client was closed"))
             transfer.abort()

@@ -5,12 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
-import pytest
-
 
 def tls_files(tmp_path) -> tuple[str, str, str]:
     """A throwaway CA and a leaf for 127.0.0.1/localhost; returns (ca, cert, key) paths."""
-    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID

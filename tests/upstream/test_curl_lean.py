@@ -475,3 +475,27 @@ async def test_http2_slow_reader_pauses_the_stream_and_gets_every_byte(h2):
         most = max(most, _unread(client))
     assert b"".join(got) == b"".join(bytes([n % 256]) * BIG_PART for n in range(app.big_parts))
     assert most <= body.HIGH_WATER + 64 * 1024  # 4 × HIGH_WATER was sent at loopback speed
+
+
+async def test_an_idle_client_closes_its_multi_handle_and_wakes_no_more(upstream, lean, monkeypatch):
+    """curl_cffi's multi handle runs a safety timer ten times a second while it exists: after an
+    idle spell it closes (connections and timer), and the next call opens a new one."""
+    monkeypatch.setattr(curl_lean, "IDLE_CLOSE_S", 0.05)
+    resp = await lean.request("GET", upstream.origin + "/echo", headers={})
+    assert (await resp.json())["method"] == "GET"
+    assert _curl_timers() == 1
+    stream = await lean.request("GET", upstream.origin + "/endless", headers={}, stream=True)
+    multi = lean._lean._acurl
+    await asyncio.sleep(0.15)  # a stream still open keeps the multi handle
+    assert lean._lean._acurl is multi and _curl_timers() == 1
+    await stream.close()
+    await asyncio.sleep(0.15)
+    assert lean._lean._acurl is None and _curl_timers() == 0
+    resp = await lean.request("POST", upstream.origin + "/echo", headers={}, json={})
+    assert (await resp.json())["method"] == "POST" and _curl_timers() == 1
+    assert [m for m, _, _ in upstream.seen] == ["GET", "POST"]
+
+
+def _curl_timers() -> int:
+    """curl_cffi's safety-timer tasks alive in this loop."""
+    return sum(1 for task in asyncio.all_tasks() if "_force_timeout" in repr(task.get_coro()))
