@@ -24,8 +24,7 @@ import os
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from clewdr_lite.upstream.body import HIGH_WATER, Pieces
-from clewdr_lite.upstream.http import within
+from clewdr_lite.upstream.body import HIGH_WATER, Pieces, expire
 
 IDLE_HANDLES = 64         # configured handles kept for reuse
 # With no transfer running for this long the multi handle closes, its kept connections with it (curl
@@ -190,6 +189,9 @@ class LeanCurl:
         # calls that start together wait for the one connection being made and share it over
         # HTTP/2, as a browser does, rather than open one connection (and TLS handshake) each
         setopt(CurlOpt.PIPEWAIT, 1)
+        # no SIGPIPE juggling around every socket operation (two rt_sigaction calls each; Python
+        # ignores SIGPIPE already, and this libcurl resolves names with c-ares, not alarm())
+        setopt(CurlOpt.NOSIGNAL, 1)
         return curl
 
     def _configure(self, curl, transfer: _Transfer, method: str, url: str, headers, body: bytes | None) -> None:
@@ -220,7 +222,9 @@ class LeanCurl:
         """Send; return the transfer once its final head is in (status, headers; the body follows)."""
         if self._closed:
             raise aiohttp.ClientConnectionError("the claude.ai client is closed")
-        self._loop = loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # a client lives on the loop it first ran on (so does its multi handle)
+            self._loop = loop = asyncio.get_running_loop()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -237,11 +241,14 @@ class LeanCurl:
             raise
         future.add_done_callback(transfer.finished)
         self._running[curl] = transfer
+        timer = loop.call_later(headers_timeout, expire, transfer.head)  # lighter than asyncio.timeout
         try:
-            await within(transfer.head, headers_timeout)
+            await transfer.head
         except BaseException:  # a timeout, or the caller left: end the transfer
             transfer.abort()
             raise
+        finally:
+            timer.cancel()
         return transfer
 
     def remove(self, curl) -> None:
