@@ -1,8 +1,11 @@
-"""The upstream client alone: aiohttp's ClientSession against the lean client (upstream/wire.py).
+"""The upstream clients alone: aiohttp's ClientSession against the lean client (upstream/wire.py),
+and curl_cffi's AsyncSession (as clewdr-lite used it for claude.ai) against the lean curl path
+(upstream/curl_lean.py), both impersonating Chrome.
 
-Both send the same small Anthropic request, one after another, to the benchmark's fake upstream
-(its own process) and read the answer; the figure is this process's CPU per request (all of it:
-the client, the event loop and the socket calls), taken in turn over a few rounds.
+Each sends the same small Anthropic request, one after another, to the benchmark's fake upstream
+(its own process) and reads the answer, streamed for the curl pair as claude.ai's completions are;
+the figure is this process's CPU per request (all of it: the client, the event loop and the socket
+calls), taken in turn over a few rounds. The curl pair needs curl_cffi (0.16 or later).
 
     python3 tests/bench/client.py [--requests 5000] [--rounds 3]
 """
@@ -66,6 +69,34 @@ async def lean(url: str, count: int) -> float:
         await client.close()
 
 
+async def curl_session(url: str, count: int) -> float:
+    from curl_cffi.requests import AsyncSession
+    session = AsyncSession(max_clients=64, impersonate="chrome", discard_cookies=True)
+    try:
+        async def send():
+            resp = await session.request("POST", url, data=BODY, headers=HEADERS, stream=True,
+                                         allow_redirects=False, timeout=(15.0, 300.0), impersonate="chrome")
+            assert resp.status_code == 200
+            async for _ in resp.aiter_content():
+                pass
+        return await _per_request(send, count)
+    finally:
+        await session.close()
+
+
+async def curl_lean(url: str, count: int) -> float:
+    client = http.CurlClient()
+    try:
+        async def send():
+            resp = await client.request("POST", url, data=BODY, headers=HEADERS, stream=True)
+            assert resp.status == 200
+            async for _ in resp.chunks():
+                pass
+        return await _per_request(send, count)
+    finally:
+        await client.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
@@ -74,10 +105,14 @@ def main() -> int:
     upstream = subprocess.Popen(python(str(ROOT / "tests/bench/upstream.py")), stdout=subprocess.PIPE, cwd=ROOT)
     try:
         url = json.loads(upstream.stdout.readline())["api"] + "/v1/messages"
-        figures: dict = {"aiohttp ClientSession": [], "lean client (wire.py)": []}
+        clients = {"aiohttp ClientSession": aiohttp_session, "lean client (wire.py)": lean}
+        if http.curl_available():
+            clients.update({"curl_cffi AsyncSession, Chrome": curl_session,
+                            "lean curl path (curl_lean.py), Chrome": curl_lean})
+        figures: dict = {name: [] for name in clients}
         for _ in range(args.rounds):
-            figures["aiohttp ClientSession"].append(asyncio.run(aiohttp_session(url, args.requests)))
-            figures["lean client (wire.py)"].append(asyncio.run(lean(url, args.requests)))
+            for name, run in clients.items():
+                figures[name].append(asyncio.run(run(url, args.requests)))
     finally:
         upstream.terminate()
         upstream.wait()
