@@ -75,6 +75,7 @@ class ClaudeWeb:
         self._rand = rand
         self._sleep = sleep
         self.accounts: dict[str, Account] = {}
+        self._stamp_at, self._stamp_text = -1, ""
 
     # ----- plumbing
     def _headers(self, cookie: str, referer: str, *, stream: bool = False) -> dict:
@@ -152,7 +153,7 @@ class ClaudeWeb:
         acct = await self.account(cookie)
         conv = str(uuid.uuid4())  # always fresh (Clove's timestamp ids collide, §6.1)
         temporary = not cfg.preserve_chats
-        stamp = datetime.fromtimestamp(self._clock(), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        stamp = self._stamp()
         created = await self.call_json("POST", f"api/organizations/{acct.org}/chat_conversations", cookie,
                                    "new?incognito" if temporary else "new",
                                    web.create_body(conv, temporary=temporary, now_str=stamp))
@@ -167,6 +168,14 @@ class ClaudeWeb:
             file_uuids=file_ids)
         return await self._call("POST", f"api/organizations/{acct.org}/chat_conversations/{conv}/completion",
                                 cookie, f"chat/{conv}", json_body=body, stream=True)
+
+    def _stamp(self) -> str:
+        """The current UTC second as the conversation's name wants it (made once per second)."""
+        second = int(self._clock())
+        if second != self._stamp_at:
+            self._stamp_at = second
+            self._stamp_text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return self._stamp_text
 
     async def _settings(self, cookie: str, org: str, conv: str, thinking: bool) -> None:
         try:

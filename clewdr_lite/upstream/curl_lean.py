@@ -137,7 +137,7 @@ def header_lines(headers, body: bytes | None) -> list[bytes]:
     """The request's header lines as the session writes them (an empty value as `Name;`; an
     octet-stream type for an untyped body; `Expect:` to never send one)."""
     lines = [(f"{name}: {value}" if value != "" else f"{name};").encode() for name, value in headers.items()]
-    if body and not any(name.lower() == "content-type" for name in headers):
+    if body and "Content-Type" not in headers and not any(name.lower() == "content-type" for name in headers):
         lines.append(b"Content-Type: application/octet-stream")
     lines.append(b"Expect:")
     return lines

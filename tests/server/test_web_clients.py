@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timezone
 
 import aiohttp
 import pytest
@@ -123,6 +124,13 @@ async def test_preserved_chats_and_custom_prompt(fake_web, start_proxy, clock):
     conv = next(iter(fake_web.conversations.values()))
     assert conv.is_temporary is False and conv.name.startswith("clewdr-lite-2025-")
     assert not conv.deleted
+    stamp = datetime.fromtimestamp(clock.now, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    assert conv.name == f"clewdr-lite-{stamp}"  # the clock's second, in UTC
+    clock.now += 61  # the next conversation is named after its own second
+    await call(proxy, "POST", "/v1/messages", {"model": MODEL, "max_tokens": 10,
+                                               "messages": [{"role": "user", "content": "y"}]})
+    later = datetime.fromtimestamp(clock.now, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    assert [c.name for c in fake_web.conversations.values()] == [f"clewdr-lite-{stamp}", f"clewdr-lite-{later}"]
     body = fake_web.completions[-1]
     assert body["prompt"] == "be nice" and body["timezone"] == "Europe/Paris"
     assert fake_web.violations == []
