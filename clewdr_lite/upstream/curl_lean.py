@@ -59,7 +59,6 @@ class _Transfer(Pieces):
         self.headers: CIMultiDictProxy | None = None
         self._lines: list[bytes] = []
         self._paused = False
-        self.running = True  # in the multi handle
 
     # -- curl's callbacks: inside socket_action, on the loop's thread
     def on_header(self, line: bytes) -> int:
@@ -86,7 +85,6 @@ class _Transfer(Pieces):
 
     def finished(self, future: asyncio.Future) -> None:
         """The multi handle is done with the transfer: it completed, failed, or abort() removed it."""
-        self.running = False
         self.owner.release(self.curl, self)
         if future.cancelled():
             return
@@ -100,6 +98,11 @@ class _Transfer(Pieces):
         else:
             self.end()
 
+    @property
+    def running(self) -> bool:
+        """Whether the transfer is still in the multi handle."""
+        return self.owner._running.get(self.curl) is self
+
     # -- the reader's side
     def _caught_up(self) -> None:
         if self._paused and self.running:
@@ -112,7 +115,6 @@ class _Transfer(Pieces):
         if not self.head.done():
             self.head.cancel()
         if self.running:
-            self.running = False
             self.owner.remove(self.curl)
 
 
@@ -253,6 +255,7 @@ class LeanCurl:
 
     def remove(self, curl) -> None:
         """End a running transfer (its future is cancelled; `finished` then releases the handle)."""
+        del self._running[curl]
         self._acurl.remove_handle(curl)
 
     def release(self, curl, transfer: _Transfer | None = None) -> None:

@@ -28,7 +28,6 @@ class H2App:
         self.big_parts = big_parts
         self.gone = 0
         self.gone_event = asyncio.Event()
-        self.finished: list[str] = []
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
