@@ -162,7 +162,8 @@ class LeanCurl:
         self._running: dict = {}  # handle → its transfer, while in the multi handle
         self._acurl = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None  # armed while idle, not re-armed per call
+        self._idle_since = 0.0  # loop time the last transfer ended
         self._closing: asyncio.Future | None = None  # a multi handle closing after an idle spell
         self._closed = False
 
@@ -227,9 +228,6 @@ class LeanCurl:
         loop = self._loop
         if loop is None:  # a client lives on the loop it first ran on (so does its multi handle)
             self._loop = loop = asyncio.get_running_loop()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         if self._acurl is None:
             from curl_cffi import AsyncCurl
             self._acurl = AsyncCurl(loop=loop)
@@ -269,14 +267,18 @@ class LeanCurl:
         else:
             self._idle.append(curl)
         if not self._running and self._acurl is not None and not self._closed:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-            self._idle_timer = self._loop.call_later(IDLE_CLOSE_S, self._close_idle)
+            self._idle_since = self._loop.time()
+            if self._idle_timer is None:  # one timer per idle spell, not a new one per call
+                self._idle_timer = self._loop.call_later(IDLE_CLOSE_S, self._close_idle)
 
     def _close_idle(self) -> None:
         """Nothing ran for IDLE_CLOSE_S: close the multi handle (a later call makes a new one)."""
         self._idle_timer = None
         if self._running or self._acurl is None:
+            return  # busy: the release that ends the last transfer arms the timer again
+        left = self._idle_since + IDLE_CLOSE_S - self._loop.time()
+        if left > 0:  # calls came and went since the timer was armed: idle for less than that
+            self._idle_timer = self._loop.call_later(left, self._close_idle)
             return
         acurl, self._acurl = self._acurl, None
         self._closing = asyncio.ensure_future(acurl.close())

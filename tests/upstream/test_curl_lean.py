@@ -495,6 +495,30 @@ async def test_an_idle_client_closes_its_multi_handle_and_wakes_no_more(upstream
     assert [m for m, _, _ in upstream.seen] == ["GET", "POST"]
 
 
+async def test_calls_within_the_idle_time_keep_the_multi_handle_on_one_timer(upstream, lean, monkeypatch):
+    """The idle timer is armed once per idle spell, not once per call: calls that keep coming
+    keep the multi handle open (the timer, when it fires early, waits for the rest of the spell);
+    it closes IDLE_CLOSE_S after the last one."""
+    monkeypatch.setattr(curl_lean, "IDLE_CLOSE_S", 0.2)
+    resp = await lean.request("GET", upstream.origin + "/echo", headers={})
+    await resp.read()
+    multi, timer = lean._lean._acurl, lean._lean._idle_timer
+    assert multi is not None and timer is not None
+    for _ in range(8):  # 0.4 s of calls 0.05 s apart: twice the idle time, never idle for it
+        await asyncio.sleep(0.05)
+        resp = await lean.request("GET", upstream.origin + "/echo", headers={})
+        await resp.read()
+        assert lean._lean._acurl is multi
+        assert lean._lean._idle_timer is timer or timer.when() < asyncio.get_running_loop().time()
+        timer = lean._lean._idle_timer
+    last = asyncio.get_running_loop().time()
+    for _ in range(100):
+        if lean._lean._acurl is None:
+            break
+        await asyncio.sleep(0.01)
+    assert lean._lean._acurl is None and asyncio.get_running_loop().time() - last >= 0.2
+
+
 def _curl_timers() -> int:
     """curl_cffi's safety-timer tasks alive in this loop."""
     return sum(1 for task in asyncio.all_tasks() if "_force_timeout" in repr(task.get_coro()))
