@@ -37,12 +37,12 @@ class AnthropicKeys(KeyedProvider):
     def _url(self, path: str) -> str:
         return (self.provider.base_url or DEFAULT_BASE).rstrip("/") + "/" + path
 
-    async def _send(self, key: str, path: str, body: dict | bytes, client_headers, *, stream: bool):
+    async def _send(self, key: str, path: str, body: dict | bytes, client_headers):
         betas = ah.merge_betas(client_headers.get("anthropic-beta"), base=None)
         headers = ah.upstream_headers(client_headers, auth={"x-api-key": key}, betas=betas,
                                       user_agent=None, oauth=False)
         headers.update(self.provider.headers or {})
-        return await self._post(key, self._url(path), headers, body, stream=stream, classify=classify_api_key)
+        return await self._post(key, self._url(path), headers, body, classify=classify_api_key)
 
     async def open(self, req: dict, *, model: str, stream: bool, echo_model: str,
                    client_headers: Mapping[str, str], raw: bytes | None = None):
@@ -55,7 +55,7 @@ class AnthropicKeys(KeyedProvider):
         wire = raw if raw is not None and body == req else body
 
         async def attempt(key: str):
-            resp = await self._send(key, "v1/messages", wire, client_headers, stream=stream)
+            resp = await self._send(key, "v1/messages", wire, client_headers)
             return await self._success(resp, stream=stream, echo_model=echo_model)
         return await self.attempts(attempt)
 
@@ -91,7 +91,7 @@ class AnthropicKeys(KeyedProvider):
             body.pop(key, None)
 
         async def attempt(key: str) -> dict:
-            resp = await self._send(key, "v1/messages/count_tokens", body, client_headers, stream=False)
+            resp = await self._send(key, "v1/messages/count_tokens", body, client_headers)
             try:
                 return json.loads(await resp.read())
             finally:

@@ -156,13 +156,13 @@ class ClaudeCode:
                                   custom_system=cfg.custom_system, prelude=cookie in self._prelude,
                                   want_1m=want_1m)
 
-    async def _post(self, record: dict, path: str, body: dict, betas: str, client_headers, *, stream: bool):
+    async def _post(self, record: dict, path: str, body: dict, betas: str, client_headers):
         token = await self.access_token(record)
         headers = cc.upstream_headers(client_headers, auth={"Authorization": f"Bearer {token}"},
                                       betas=betas, user_agent=self._ua(), oauth=True)
         url = base_url(self._config().rproxy) + path
         try:
-            return await self._plain().request("POST", url, headers=headers, json=body, stream=stream)
+            return await self._plain().request("POST", url, headers=headers, json=body)
         except TRANSPORT_ERRORS as exc:
             raise AttemptFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
                 f"Anthropic API unreachable: {exc}"))) from exc
@@ -181,7 +181,7 @@ class ClaudeCode:
             body, extra = self._prepare(req, cookie)
             drop_1m = record.get("supports_claude_1m") is False
             betas = self._betas(record, client_headers, extra, drop_1m)
-            resp = await self._post(record, "v1/messages?beta=true", body, betas, client_headers, stream=stream)
+            resp = await self._post(record, "v1/messages?beta=true", body, betas, client_headers)
             if 200 <= resp.status < 300:
                 if cc.LONG_CONTEXT_BETA in betas and record.get("supports_claude_1m") is not True:
                     self.pool.update(cookie, supports_claude_1m=True)
@@ -263,8 +263,7 @@ class ClaudeCode:
         if record.get("count_tokens_allowed") is False:
             return {"input_tokens": tokens.estimate_request(body)}
         betas = self._betas(record, client_headers, extra, record.get("supports_claude_1m") is False)
-        resp = await self._post(record, "v1/messages/count_tokens?beta=true", body, betas, client_headers,
-                                stream=False)
+        resp = await self._post(record, "v1/messages/count_tokens?beta=true", body, betas, client_headers)
         raw = await drain(resp)
         if resp.status == 200:
             if record.get("count_tokens_allowed") is not True:

@@ -93,7 +93,7 @@ class ClaudeWeb:
             headers["Content-Type"] = "application/json"
         try:
             resp = await self._client().request(method, url, headers=headers, json=json_body,
-                                                files=files, stream=stream, impersonate=True)
+                                                files=files, impersonate=True)
         except TRANSPORT_ERRORS as exc:
             raise AttemptFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
                 f"claude.ai unreachable: {exc.__class__.__name__}: {exc}"))) from exc

@@ -108,10 +108,10 @@ class Google:
     def _ident(self, cred) -> str:
         return cred.key
 
-    async def _post(self, cred, url: str, body: dict, *, stream: bool, auth: dict | None = None):
+    async def _post(self, cred, url: str, body: dict, *, auth: dict | None = None):
         headers = {"Content-Type": "application/json", **(auth if auth is not None else await self._auth(cred))}
         try:
-            resp = await self._client().request("POST", url, headers=headers, json=body, stream=stream)
+            resp = await self._client().request("POST", url, headers=headers, json=body)
         except TRANSPORT_ERRORS as exc:
             raise CredFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
                 f"{self.kind} unreachable: {exc}"))) from exc
@@ -123,13 +123,12 @@ class Google:
     async def _native_once(self, cred, model: str, method: str, body: dict, alt: str | None):
         url = self._native_url(cred, model, method, alt)
         try:
-            return await self._post(cred, url, body, stream=method == "streamGenerateContent")
+            return await self._post(cred, url, body)
         except CredFailed as exc:  # a model that rejects a safety threshold: one relaxed retry (§7)
             err = exc.outcome.error
             if err is None or err.status != 400 or not gem.names_safety_setting(err.message):
                 raise
-            return await self._post(cred, url, gem.relaxed_safety(body),
-                                    stream=method == "streamGenerateContent")
+            return await self._post(cred, url, gem.relaxed_safety(body))
 
     async def native(self, model: str, method: str, body: dict, *, alt: str | None):
         """A native call: the streaming Response, or an Answer (empty answers retried, §3.3)."""
@@ -264,7 +263,7 @@ class AIStudio(Google):
         url = f"{self._base()}/v1beta/openai/chat/completions"
 
         async def attempt(cred):
-            resp = await self._post(cred, url, body, stream=stream, auth={"Authorization": f"Bearer {cred.key}"})
+            resp = await self._post(cred, url, body, auth={"Authorization": f"Bearer {cred.key}"})
             if stream:
                 return resp
             raw = await drain(resp)
@@ -359,7 +358,7 @@ class Vertex(Google):
 
         async def attempt(cred):
             url = vx.openai_url(self._host(), self.creds[cred.key]["project_id"], cfg.vertex_location)
-            resp = await self._post(cred, url, body, stream=stream)
+            resp = await self._post(cred, url, body)
             if stream:
                 return resp
             raw = await drain(resp)

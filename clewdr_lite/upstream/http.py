@@ -228,7 +228,7 @@ class AiohttpClient:
         return aiohttp.TCPConnector(ssl=ssl_context(), limit=0, ttl_dns_cache=300)
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
-                      json=None, data: bytes | None = None, files=None, stream: bool = False,
+                      json=None, data: bytes | None = None, files=None,
                       impersonate: bool = False, headers_timeout: float | None = None) -> Response:
         """Send a request; returns once the status line and headers are in."""
         body = data
@@ -335,7 +335,7 @@ class CurlClient:
         return mime
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
-                      json=None, data: bytes | None = None, files=None, stream: bool = False,
+                      json=None, data: bytes | None = None, files=None,
                       impersonate: bool = True, headers_timeout: float | None = None) -> Response:
         """Send a request; returns once the status line and headers are in (the body follows;
         through the session, uploads and plain downloads arrive whole)."""

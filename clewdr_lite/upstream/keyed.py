@@ -37,11 +37,11 @@ class KeyedProvider:
         self._rand, self._sleep = rand, sleep
         self.breakers = None  # breaker.Breakers, set by the app (per provider and key)
 
-    async def _post(self, key, url: str, headers: dict, body: dict | bytes, *, stream: bool, classify: Callable):
+    async def _post(self, key, url: str, headers: dict, body: dict | bytes, *, classify: Callable):
         """POST to the provider (a dict as JSON, bytes as they are); a non-2xx answer becomes KeyFailed."""
         payload = {"data": body} if isinstance(body, bytes) else {"json": body}
         try:
-            resp = await self._client().request("POST", url, headers=headers, stream=stream,
+            resp = await self._client().request("POST", url, headers=headers,
                                                 headers_timeout=self.provider.first_byte_timeout, **payload)
         except TRANSPORT_ERRORS as exc:
             raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(

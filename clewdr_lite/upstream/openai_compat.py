@@ -41,9 +41,8 @@ class OpenAICompat(KeyedProvider):
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    async def _send(self, key: str | None, body: dict, *, stream: bool):
-        return await self._post(key, self._url(), self._headers(key), body, stream=stream,
-                                classify=ou.classify_openai)
+    async def _send(self, key: str | None, body: dict):
+        return await self._post(key, self._url(), self._headers(key), body, classify=ou.classify_openai)
 
     async def _each_key(self, attempt):
         if not self.provider.keys:  # a local server without auth: one anonymous credential
@@ -61,10 +60,10 @@ class OpenAICompat(KeyedProvider):
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
         async def attempt(key):
-            resp = await self._send(key, body, stream=stream)
+            resp = await self._send(key, body)
             if not stream:
                 answer = Answer(resp.status, await drain(resp))
-                if not answer.body.lstrip()[:1] == b"{":  # a 200 page (a portal, a proxy): not an answer
+                if answer.body.lstrip()[:1] != b"{":  # a 200 page (a portal, a proxy): not an answer
                     raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
                         f"{self.provider.name} answered 200 with something that is not JSON")))
                 return answer
@@ -83,7 +82,7 @@ class OpenAICompat(KeyedProvider):
         estimate = tokens.estimate_request(req)
 
         async def attempt(key):
-            resp = await self._send(key, body, stream=stream)
+            resp = await self._send(key, body)
             if stream:  # held until content: a failure before it goes to the next key or provider
                 try:
                     return await hold_events(_hub_events(resp, echo_model, quirks, estimate))

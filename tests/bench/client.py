@@ -88,7 +88,7 @@ async def curl_lean(url: str, count: int) -> float:
     client = http.CurlClient()
     try:
         async def send():
-            resp = await client.request("POST", url, data=BODY, headers=HEADERS, stream=True)
+            resp = await client.request("POST", url, data=BODY, headers=HEADERS)
             assert resp.status == 200
             async for _ in resp.chunks():
                 pass

@@ -38,14 +38,14 @@ class SessionClient:
         from curl_cffi.requests import AsyncSession
         self.session = AsyncSession(max_clients=64, impersonate="chrome", discard_cookies=True)
 
-    async def request(self, method, url, *, headers, json=None, stream=False):
+    async def request(self, method, url, *, headers, json=None):
         headers = dict(headers)
         data = None
         if json is not None:
             data = json_bytes(json)
             headers.setdefault("Content-Type", "application/json")
         resp = await self.session.request(method, url, headers=headers, data=data, allow_redirects=False,
-                                          stream=stream, timeout=(15.0, 300.0), impersonate="chrome")
+                                          stream=True, timeout=(15.0, 300.0), impersonate="chrome")
         return SessionAnswer(resp)
 
     async def close(self) -> None:
@@ -128,7 +128,7 @@ async def test_http1_request_bytes_equal_the_sessions(method, json_body):
         for client in clients():
             try:
                 resp = await client.request(method, origin + "/api/organizations", headers=WEB_HEADERS,
-                                            json=json_body, stream=True)
+                                            json=json_body)
                 assert resp.status == 200 and await resp.json() == {}
             finally:
                 await client.close()
@@ -343,7 +343,7 @@ async def test_one_handle_serves_every_method_in_turn(upstream, lean):
 
 async def test_closing_a_stream_early_ends_the_upstream_transfer_at_once(upstream, lean):
     """A client that leaves frees its upstream now (the session's close waited for the whole answer)."""
-    resp = await lean.request("GET", upstream.origin + "/endless", headers={}, stream=True)
+    resp = await lean.request("GET", upstream.origin + "/endless", headers={})
     async for chunk in resp.chunks():
         assert chunk.startswith(b"data: x")
         break
@@ -355,7 +355,7 @@ async def test_closing_a_stream_early_ends_the_upstream_transfer_at_once(upstrea
 
 
 async def test_a_slow_reader_pauses_the_transfer_and_gets_every_byte(upstream, lean):
-    resp = await lean.request("GET", upstream.origin + "/big", headers={}, stream=True)
+    resp = await lean.request("GET", upstream.origin + "/big", headers={})
     got, most = [], 0
     async for piece in resp.chunks():
         got.append(piece)
@@ -385,7 +385,7 @@ async def test_a_refused_connection_is_a_connection_error(lean):
 
 
 async def test_a_body_cut_short_is_a_payload_error(upstream, lean):
-    resp = await lean.request("GET", upstream.origin + "/cut", headers={}, stream=True)
+    resp = await lean.request("GET", upstream.origin + "/cut", headers={})
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()
 
@@ -405,7 +405,7 @@ async def test_cookies_an_answer_sets_are_not_sent_later(upstream, lean):
 
 async def test_closing_the_client_cuts_an_open_stream_instead_of_ending_it(upstream):
     client = CurlClient()
-    resp = await client.request("GET", upstream.origin + "/endless", headers={}, stream=True)
+    resp = await client.request("GET", upstream.origin + "/endless", headers={})
     await client.close()
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()
@@ -446,8 +446,8 @@ async def test_http2_calls_share_one_connection_each_on_its_own_handle(h2):
 
 async def test_http2_leaving_one_stream_ends_it_and_spares_the_others(h2):
     origin, app, client = h2
-    left = await client.request("GET", origin + "/endless", headers={}, stream=True)
-    kept = await client.request("GET", origin + "/endless", headers={}, stream=True)
+    left = await client.request("GET", origin + "/endless", headers={})
+    kept = await client.request("GET", origin + "/endless", headers={})
     first = left.chunks()
     assert (await first.__anext__()).startswith(b"data: x")
     started = time.monotonic()
@@ -466,7 +466,7 @@ async def test_http2_leaving_one_stream_ends_it_and_spares_the_others(h2):
 async def test_http2_slow_reader_pauses_the_stream_and_gets_every_byte(h2):
     from tests.fakes.h2_server import BIG_PART
     origin, app, client = h2
-    resp = await client.request("GET", origin + "/big", headers={}, stream=True)
+    resp = await client.request("GET", origin + "/big", headers={})
     got, most = [], 0
     async for piece in resp.chunks():
         got.append(piece)
@@ -483,7 +483,7 @@ async def test_an_idle_client_closes_its_multi_handle_and_wakes_no_more(upstream
     resp = await lean.request("GET", upstream.origin + "/echo", headers={})
     assert (await resp.json())["method"] == "GET"
     assert _curl_timers() == 1
-    stream = await lean.request("GET", upstream.origin + "/endless", headers={}, stream=True)
+    stream = await lean.request("GET", upstream.origin + "/endless", headers={})
     multi = lean._lean._acurl
     await asyncio.sleep(0.15)  # a stream still open keeps the multi handle
     assert lean._lean._acurl is multi and _curl_timers() == 1

@@ -134,7 +134,7 @@ async def get_json(c, url: str, expect: int = 200):
 
 async def get_stream(c, target: Target) -> bytes:
     async def run() -> bytes:
-        resp = await c.request("GET", f"{target.origin}/stream", stream=True)
+        resp = await c.request("GET", f"{target.origin}/stream")
         try:
             assert resp.status == 200
             got = b""

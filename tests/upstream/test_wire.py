@@ -118,7 +118,7 @@ async def test_chunked_answers_split_anywhere(split):
     split_up = [whole[i:i + split] for i in range(0, len(whole), split)]
     async with talking(lambda head, body: split_up) as (server, base, client):
         for _ in range(2):  # the second request proves the connection was left clean
-            resp = await client.request("POST", base + "/s", json={"a": 1}, stream=True)
+            resp = await client.request("POST", base + "/s", json={"a": 1})
             pieces = [p async for p in resp.chunks()]
             assert b"".join(pieces) == b"event: a\n\n" + b"data: " + b"z" * 100 + b"\n\n" + b"!"
             await resp.close()
@@ -145,7 +145,7 @@ async def gated(before: bytes, after: bytes):
     port = srv.sockets[0].getsockname()[1]
     client = http.AiohttpClient()
     try:
-        yield gate, await client.request("GET", f"http://127.0.0.1:{port}/", stream=True)
+        yield gate, await client.request("GET", f"http://127.0.0.1:{port}/")
     finally:
         await client.close()
         srv.close()
@@ -269,13 +269,13 @@ async def test_errors_are_aiohttp_errors():
         await server.stop()
 
         server, base = await serve(lambda head, body: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
-        resp = await client.request("GET", base + "/", stream=True)
+        resp = await client.request("GET", base + "/")
         with pytest.raises(aiohttp.ClientPayloadError, match="chunk size"):
             await resp.read()
         await server.stop()
 
         server, base = await serve(lambda head, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome")
-        resp = await client.request("GET", base + "/", stream=True)
+        resp = await client.request("GET", base + "/")
         with pytest.raises(aiohttp.ServerTimeoutError):
             [p async for p in (await _idle(resp))]
         await server.stop()
@@ -308,7 +308,7 @@ async def test_headers_timeout_cancels_and_discards_the_connection():
 async def test_a_slow_reader_pauses_the_socket_and_gets_every_byte():
     big = b"y" * (body.HIGH_WATER * 4)
     async with talking(lambda head, body: ok(big)) as (server, base, client):
-        resp = await client.request("GET", base + "/", stream=True)
+        resp = await client.request("GET", base + "/")
         got = bytearray()
         async for piece in resp.chunks():
             got += piece
@@ -322,10 +322,10 @@ async def test_abandoning_a_stream_closes_its_connection():
     unfinished = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
     answer = lambda head, body: chunked(b"a", b"b") if b"/ok" in head else unfinished  # noqa: E731
     async with talking(answer) as (server, base, client):
-        resp = await client.request("GET", base + "/open", stream=True)
+        resp = await client.request("GET", base + "/open")
         assert await resp.chunks().__anext__() == b"a"
         await resp.close()                                     # the rest never comes: not pooled
-        resp = await client.request("GET", base + "/ok", stream=True)
+        resp = await client.request("GET", base + "/ok")
         assert await resp.read() == b"ab"
         assert server.connections == 2
 
@@ -363,7 +363,7 @@ async def test_https_with_the_configured_ca(tmp_path, monkeypatch):
 async def test_what_arrived_meanwhile_is_read_as_one_piece():
     events = [b"data: %d\n\n" % n for n in range(50)]
     async with talking(lambda head, body: chunked(*events)) as (server, base, client):
-        resp = await client.request("POST", base + "/", data=b"{}", stream=True)
+        resp = await client.request("POST", base + "/", data=b"{}")
         await asyncio.sleep(0.05)                               # all 50 chunks are in by now
         pieces = [p async for p in resp.chunks()]
         assert pieces == [b"".join(events)]                     # one write downstream, not 50
@@ -381,7 +381,7 @@ async def test_an_answer_completed_while_reading_is_paused_leaves_a_usable_conne
     # the last 200 bytes come later: they push the unread body over the high-water mark (reading
     # pauses) and complete the answer in the same read, so the connection goes back to the pool
     async with talking(lambda head, body: [whole[:-200], whole[-200:]], delay=0.05) as (server, base, client):
-        first = await client.request("GET", base + "/", stream=True)
+        first = await client.request("GET", base + "/")
         await asyncio.sleep(0.2)                                # all of it in, nothing read yet
         second = await client.request("GET", base + "/", headers_timeout=2)
         assert await second.read() == big and await first.read() == big
