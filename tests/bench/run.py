@@ -1,9 +1,11 @@
 """The benchmark: clewdr-lite against a bare aiohttp relay, on loopback, against one fake upstream.
 
-    python3 tests/bench/run.py                 # the full run (about 5 minutes)
+    python3 tests/bench/run.py                 # the full run (about 12 minutes)
     python3 tests/bench/run.py --quick         # shorter load points and soak, for a look
 
-Prints one Markdown table per case (relay, proxy, proxy ÷ relay), the streaming and memory checks,
+Prints one Markdown table per case (relay, proxy, proxy ÷ relay, and for pass-through and claude.ai
+web the floors of `floor.py`: the same upstream client in a server that does nothing else), the
+streaming and memory checks,
 and the budgets of issue 6 with a verdict each; `--json FILE` keeps every figure. Exit status 1 when
 a budget is missed. Linux only (CPU and RSS come from /proc).
 """
@@ -51,6 +53,10 @@ CASES = {  # name → (path, body, headers)
     "stream 50": ("/v1/messages", _messages("bench-model", stream=True), ANTHROPIC),
 }
 PROBE = CASES["pass-through"]
+FLOORS = {  # case → (floor.py kind, label): the least an aiohttp server does with the same client
+    "pass-through": [("wire", "floor: relay on the lean client")],
+    "claude.ai web": [("web", "floor: the two calls, lean curl"), ("web-session", "floor: the two calls, AsyncSession")],
+}
 
 
 def proxy_config(folder: Path, api: str, web_base: str) -> Path:
@@ -108,25 +114,27 @@ def _point(pid: int, url: str, case: str, conns: int, seconds: float, tally: Tal
     tally.add(conns, cpu, result)
 
 
-def measure_cases(targets: dict, cases: list[str], args) -> dict:
-    """Every case on every target; each load point runs on the targets back to back, round after
-    round, so the machine's drift falls on all of them alike (the figures are medians and totals)."""
+def measure_cases(targets: dict, cases: list[str], args, floors: dict | None = None) -> dict:
+    """Every case on every target (and on the floors given for it: case → {name: (pid, url)}); each
+    load point runs on the targets back to back, round after round, so the machine's drift falls
+    on all of them alike (the figures are medians and totals)."""
     out = {name: {} for name in targets}
     for case in cases:
-        tallies = {name: Tally(pid) for name, (pid, _) in targets.items()}
+        here = {**targets, **(floors or {}).get(case, {})}
+        tallies = {name: Tally(pid) for name, (pid, _) in here.items()}
         path, body, headers = CASES[case]
-        for name, (pid, url) in targets.items():  # warm: connections, lazy imports, caches
+        for name, (pid, url) in here.items():  # warm: connections, lazy imports, caches
             warm = load.run(url + path, body, headers, 16, 1.0)
             if warm.failures:
                 raise RuntimeError(f"{case} on {name}: {warm.failures} failed requests while warming up")
         for _ in range(args.rounds):
             for conns in CONNS:
-                for name, (pid, url) in targets.items():
+                for name, (pid, url) in here.items():
                     _point(pid, url, case, conns, args.seconds, tallies[name])
         time.sleep(1.0)
         for name, tally in tallies.items():
             tally.after = rss(tally.pid) / MIB
-            out[name][case] = tally.summary()
+            out.setdefault(name, {})[case] = tally.summary()
             print(f"  {name:6} {case:14} {out[name][case]['cpu_ms']:.3f} ms CPU/request", flush=True)
     return out
 
@@ -213,6 +221,8 @@ def table(results: dict) -> str:
         cells += [_ratio(proxy["rss_load_mib"], relay["rss_load_mib"]),
                   _ratio(proxy["rss_after_mib"], relay["rss_after_mib"])]
         lines.append("| " + " | ".join(cells) + " |")
+        for label, floor in results.get("floors", {}).get(case, {}).items():
+            row(case, f"{label} ({_ratio(floor['cpu_ms'], relay['cpu_ms'])} CPU)", floor)
     return "\n".join(lines)
 
 
@@ -240,10 +250,16 @@ def budgets(results: dict, args) -> list[tuple[str, bool, str]]:
     cpu = lambda case: proxy["cases"][case]["cpu_ms"] / relay["cases"][case]["cpu_ms"]  # noqa: E731
     extra = proxy["ttft_ms"] - results["direct"]["ttft_ms"]
     held = proxy["held"]
+    def floors(case: str) -> str:  # what the same client alone costs, as a ratio to the relay
+        found = results.get("floors", {}).get(case, {})
+        return "".join(f"; {label} {floor['cpu_ms'] / relay['cases'][case]['cpu_ms']:.2f}×"
+                       for label, floor in found.items())
     checks = [
-        ("pass-through CPU ≤ 1.3 × bare relay", cpu("pass-through") <= 1.3, f"{cpu('pass-through'):.2f}×"),
+        ("pass-through CPU ≤ 1.3 × bare relay", cpu("pass-through") <= 1.3,
+         f"{cpu('pass-through'):.2f}×{floors('pass-through')}"),
         ("conversion CPU ≤ 2 × bare relay", cpu("conversion") <= 2.0, f"{cpu('conversion'):.2f}×"),
-        ("claude.ai web CPU ≤ 3 × bare relay", cpu("claude.ai web") <= 3.0, f"{cpu('claude.ai web'):.2f}×"),
+        ("claude.ai web CPU ≤ 3 × bare relay", cpu("claude.ai web") <= 3.0,
+         f"{cpu('claude.ai web'):.2f}×{floors('claude.ai web')}"),
         ("extra time to first token ≤ 1 ms over direct", extra <= 1.0, f"{extra:+.2f} ms"),
         ("chunks forwarded as they arrive", proxy["paced_reads"] == 50, f"{proxy['paced_reads']} reads for 50"),
         ("idle RSS ≤ 40 MiB, curl_cffi not loaded", proxy["idle_rss_mib"] <= 40 and not proxy["curl_at_idle"],
@@ -302,19 +318,30 @@ def main() -> int:
         for name, make in argv.items():
             port = free_port()
             servers[name] = Server(name, make(port), port, log=folder / f"{name}.log", cwd=ROOT)
+        floors = {}
         try:
             results.update(start_all(servers))
+            for case, kinds in FLOORS.items():  # started after the start-up figures are taken
+                for kind, label in kinds:
+                    port = free_port()
+                    floors[label] = Server(label, python(str(ROOT / "tests/bench/floor.py"), kind, str(port), api,
+                                                         origins["web"]), port, log=folder / f"floor-{kind}.log", cwd=ROOT)
+                    floors[label].start(CASES[case])
             results["direct"] = {"cases": measure_cases({"direct": (upstream.pid, api)}, ["direct"], args)["direct"]}
             urls = {name: f"http://127.0.0.1:{server.port}" for name, server in servers.items()}
             measured = measure_cases({name: (servers[name].pid, url) for name, url in urls.items()},
-                                     [c for c in CASES if c != "direct"], args)
+                                     [c for c in CASES if c != "direct"], args,
+                                     floors={case: {label: (floors[label].pid, f"http://127.0.0.1:{floors[label].port}")
+                                                    for _, label in kinds} for case, kinds in FLOORS.items()})
+            results["floors"] = {case: {label: measured[label][case] for _, label in kinds}
+                                 for case, kinds in FLOORS.items()}
             ttft = first_tokens({"direct": api, **urls}, args)
             results["direct"]["ttft_ms"] = ttft["direct"]
             for name, server in servers.items():
                 results[name].update(cases=measured[name], ttft_ms=ttft[name])
                 results[name].update(streaming_checks(server, args))
         finally:
-            for server in servers.values():
+            for server in [*servers.values(), *floors.values()]:
                 server.stop()
     finally:
         upstream.terminate()
