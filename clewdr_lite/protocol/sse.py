@@ -17,6 +17,27 @@ dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _ascii_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
+_SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads() ends in
+_JSON_SPACE = " \t\n\r"
+
+
+def loads(data: str):
+    """`json.loads(data)` at a third of its cost, for what is decoded per request or per event (a
+    body, an event's data): json.loads wraps the C scanner in two Python calls. Same values;
+    anything json.loads rejects raises json.JSONDecodeError (a ValueError) here too."""
+    if type(data) is not str or data[:1] in _JSON_SPACE:  # bytes, "", or leading blanks: as json does
+        return json.loads(data)
+    try:
+        value, end = _SCAN(data, 0)
+    except StopIteration as stop:
+        raise json.JSONDecodeError("Expecting value", data, stop.value) from None
+    if end != len(data):
+        rest = data[end:].lstrip(_JSON_SPACE)
+        if rest:
+            raise json.JSONDecodeError("Extra data", data, len(data) - len(rest))
+    return value
+
+
 def json_bytes(obj: object) -> bytes:
     """Compact JSON as UTF-8 bytes; a lone surrogate (valid JSON, not UTF-8) stays \\u-escaped."""
     text = dumps(obj)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from clewdr_lite import errors, lazy, logs, router
 from clewdr_lite.protocol import anthropic, tokens
-from clewdr_lite.protocol.sse import ByteRelay, json_bytes
+from clewdr_lite.protocol.sse import ByteRelay, json_bytes, loads
 from clewdr_lite.server import models
 from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage, usage_scanner
 from clewdr_lite.server.app import STATE
@@ -40,7 +40,7 @@ async def read_json(request: web.Request) -> dict:
     try:
         # UTF-8 text, as JSON on the wire is: json.loads(bytes) would sniff the encoding first (a
         # UTF-16 body, "{\x00", or a BOM still takes that way)
-        body = json.loads(raw.decode() if raw[:1] == b"{" and raw[1:2] != b"\x00" else raw)
+        body = loads(raw.decode()) if raw[:1] == b"{" and raw[1:2] != b"\x00" else json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.BadRequest(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

@@ -24,7 +24,7 @@ from clewdr_lite.protocol import claude_web as web
 from clewdr_lite.protocol.claude_web_account import REASON_EFFECT
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
-from clewdr_lite.protocol.sse import SSEDecoder
+from clewdr_lite.protocol.sse import SSEDecoder, loads
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, note_credential
 from clewdr_lite.upstream.relay import EarlyError, hold_events
 
@@ -382,7 +382,7 @@ class WebStream:
 
     def _feed(self, data: str) -> list[dict]:
         try:
-            event = json.loads(data)
+            event = loads(data)
         except ValueError:
             return []
         return self._proc.feed(event) if isinstance(event, dict) else []

@@ -15,7 +15,7 @@ from clewdr_lite.protocol import openai_upstream as ou
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.providers import quirks_for
-from clewdr_lite.protocol.sse import SSEDecoder
+from clewdr_lite.protocol.sse import SSEDecoder, loads
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain
 from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
 from clewdr_lite.upstream.relay import (LOST, EarlyError, converted_events, hold_events, new_msg_id,
@@ -109,7 +109,7 @@ async def _raw_items(resp):
             item = {"type": "raw", "raw": chunk}
             for ev in () if begun else decoder.feed(chunk):
                 try:
-                    signal = ou.stream_signal(json.loads(ev.data))
+                    signal = ou.stream_signal(loads(ev.data))
                 except (ValueError, AttributeError):  # [DONE], a keep-alive, not an object
                     continue
                 if signal is not None:

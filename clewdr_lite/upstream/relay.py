@@ -10,7 +10,6 @@ SSE decoder, so usage is read as it passes and the first content event can be re
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import secrets
@@ -21,7 +20,7 @@ from clewdr_lite import errors
 from clewdr_lite.protocol import anthropic as hub_proto
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.claude_code_response import UsageTracker
-from clewdr_lite.protocol.sse import ByteRelay, SSEDecoder, encode_json
+from clewdr_lite.protocol.sse import ByteRelay, SSEDecoder, encode_json, loads
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 
 log = logging.getLogger("clewdr_lite.relay")
@@ -98,7 +97,7 @@ class MessagesStream:
                 self.saw_stop = self.saw_stop or ev.event == "message_stop"
             if ev.event in _PARSED:
                 try:
-                    data = json.loads(ev.data)
+                    data = loads(ev.data)
                 except ValueError:
                     continue
                 if isinstance(data, dict):
@@ -236,7 +235,7 @@ class MessagesStream:
         async for data in self.raw():
             for ev in decoder.feed(data):
                 try:
-                    event = json.loads(ev.data)
+                    event = loads(ev.data)
                 except ValueError:
                     continue
                 if not isinstance(event, dict):
@@ -383,7 +382,7 @@ async def converted_events(resp, conv):
                 if ev.data == "[DONE]":
                     continue
                 try:
-                    data = json.loads(ev.data)
+                    data = loads(ev.data)
                 except ValueError:
                     continue
                 if isinstance(data, dict):

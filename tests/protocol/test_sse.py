@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, Event, SSEDecoder, UsageScanner, encode, encode_json
+from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, Event, SSEDecoder, UsageScanner, encode, encode_json, loads
 
 ANTHROPIC = (
     b"event: message_start\n"
@@ -399,3 +399,35 @@ def test_usage_scanning_skips_what_is_not_a_usage_value():
     assert scan("usage", big, [100, 5000]) == []  # longer than a usage object can be
     assert scan("usage", b'["usage", {"usage": nope}, {"usage": {"prompt_tokens": 1}}]', [12]) == [{"prompt_tokens": 1}]
     assert scan("usage", b'data: {"usage": {"prompt_tokens": 1', []) == []  # cut and never completed
+
+
+@pytest.mark.parametrize("data", [
+    '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hé \\ud83d\\ude00"}}',
+    '[1, 2.5, "x", null, true, false]', '"text"', "42", "-0.5e3", "null", "NaN", "-Infinity",
+    '{"a":1}  ', '{"a":1}\r\n', ' {"a":1}', '\t[1]', b'{"a":1}', '{"a":"\\ud800"}',
+])
+def test_loads_gives_what_json_loads_gives(data):
+    value = loads(data)
+    expected = json.loads(data)
+    assert value == expected or (value != value and expected != expected)  # NaN is not equal to itself
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("data", ["", "   ", "[DONE]", '{"a":', '{"a":1} x', '{"a":1}{"b":2}', "tru",
+                                  "\ufeff{}", '{"a":1}\x00', "'a'", "{a:1}"])
+def test_loads_rejects_what_json_loads_rejects(data):
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(data)
+    with pytest.raises(json.JSONDecodeError) as mine:
+        loads(data)
+    assert isinstance(mine.value, ValueError)
+    if not data.startswith("\ufeff"):  # json names the byte-order mark; here it is a value that is missing
+        assert (mine.value.msg, mine.value.pos) == (expected.value.msg, expected.value.pos)
+
+
+def test_loads_nested_too_deep_raises_as_json_does():
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(RecursionError):
+        json.loads(deep)
+    with pytest.raises(RecursionError):
+        loads(deep)
