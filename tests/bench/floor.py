@@ -28,7 +28,7 @@ from tests.bench.relay import HOP  # noqa: E402
 from tests.conftest import make_cookie  # noqa: E402
 
 CLIENT = web.AppKey("client", object)
-SETTINGS = web.AppKey("settings", dict)
+API = web.AppKey("api", str)
 ANSWER = json.dumps({
     "id": "msg_floor", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
     "content": [{"type": "text", "text": "Hello! How can I help you today?"}], "stop_reason": "end_turn",
@@ -38,7 +38,7 @@ ANSWER = json.dumps({
 async def wire_relay(request: web.Request) -> web.Response:
     body = await request.read()
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
-    resp = await request.app[CLIENT].request(request.method, request.app[SETTINGS]["api"] + request.path_qs,
+    resp = await request.app[CLIENT].request(request.method, request.app[API] + request.path_qs,
                                              headers=headers, data=body)
     out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP and k.lower() != "content-encoding"}
     return web.Response(status=resp.status, body=await resp.read(), headers=out)
@@ -97,7 +97,7 @@ class WebCalls:
 
 def make_app(kind: str, api: str, web_base: str) -> web.Application:
     app = web.Application()
-    app[SETTINGS] = {"api": api.rstrip("/")}
+    app[API] = api.rstrip("/")
     if kind == "wire":
         async def client(app: web.Application):
             app[CLIENT] = http.AiohttpClient()

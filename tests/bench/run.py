@@ -1,13 +1,12 @@
 """The benchmark: clewdr-lite against a bare aiohttp relay, on loopback, against one fake upstream.
 
-    python3 tests/bench/run.py                 # the full run (about 12 minutes)
+    python3 tests/bench/run.py                 # the full run (about 13 minutes)
     python3 tests/bench/run.py --quick         # shorter load points and soak, for a look
 
 Prints one Markdown table per case (relay, proxy, proxy ÷ relay, and for pass-through and claude.ai
 web the floors of `floor.py`: the same upstream client in a server that does nothing else), the
-streaming and memory checks,
-and the budgets of issue 6 with a verdict each; `--json FILE` keeps every figure. Exit status 1 when
-a budget is missed. Linux only (CPU and RSS come from /proc).
+streaming and memory checks, and the budgets of issue 6 with a verdict each; `--json FILE` keeps
+every figure. Exit status 1 when a budget is missed. Linux only (CPU and RSS come from /proc).
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ CASES = {  # name → (path, body, headers)
     "stream 50": ("/v1/messages", _messages("bench-model", stream=True), ANTHROPIC),
 }
 PROBE = CASES["pass-through"]
-FLOORS = {  # case → (floor.py kind, label): the least an aiohttp server does with the same client
+FLOORS = {  # case → [(floor.py kind, label)]: the least an aiohttp server does with the same client
     "pass-through": [("wire", "floor: relay on the lean client")],
     "claude.ai web": [("web", "floor: the two calls, lean curl"), ("web-session", "floor: the two calls, AsyncSession")],
 }
@@ -335,6 +334,8 @@ def main() -> int:
                                                     for _, label in kinds} for case, kinds in FLOORS.items()})
             results["floors"] = {case: {label: measured[label][case] for _, label in kinds}
                                  for case, kinds in FLOORS.items()}
+            for floor in floors.values():  # idle, their timers would still wake during what follows
+                floor.stop()
             ttft = first_tokens({"direct": api, **urls}, args)
             results["direct"]["ttft_ms"] = ttft["direct"]
             for name, server in servers.items():
