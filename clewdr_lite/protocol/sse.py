@@ -11,9 +11,34 @@ COMMENT_KEEPALIVE = b": keep-alive\n\n"
 _UTF8_BOM = "\ufeff"
 # SSE line ends are \r\n, \n and \r only; str.splitlines() would also split on \x85, \u2028 ….
 _LINE_END = re.compile(r"\r\n|\r|\n")
-# One encoder instance each: json.dumps() builds a fresh JSONEncoder on every call with non-default
-# options. `dumps`: compact JSON text, non-ASCII kept (as OpenAI and Anthropic write it).
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _compact_encoder():
+    """Compact JSON text with non-ASCII kept (as OpenAI and Anthropic write it), at half the cost of
+    `JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode`, which builds json's C encoder
+    anew on every call (json.dumps() even builds a JSONEncoder): here it is built once, as
+    JSONEncoder does it but without the circular-reference check (what is encoded here is made
+    from parsed JSON, never circular). Where the C encoder is missing, takes other arguments or
+    writes other text, JSONEncoder's own encode is used."""
+    plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    try:
+        chunks = json.encoder.c_make_encoder(None, plain.default, json.encoder.encode_basestring, None,
+                                             ":", ",", False, False, True)
+    except (AttributeError, TypeError):  # no C accelerator, or a different signature
+        return plain.encode
+    join = "".join
+
+    def encode(obj) -> str:
+        return join(chunks(obj, 0))
+    probe = {"a": [1, 2.5, -0.0, None, True, "é\n\"\ud800"], "b": {}, "c": float("inf")}
+    try:
+        same = encode(probe) == plain.encode(probe)
+    except Exception:  # noqa: BLE001 - any failure means: use the plain encoder
+        same = False
+    return encode if same else plain.encode
+
+
+dumps = _compact_encoder()
 _ascii_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 

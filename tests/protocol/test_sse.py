@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, Event, SSEDecoder, UsageScanner, encode, encode_json, loads
+from clewdr_lite.protocol import sse
+from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, Event, SSEDecoder, UsageScanner, dumps, encode, encode_json, loads
 
 ANTHROPIC = (
     b"event: message_start\n"
@@ -431,3 +432,40 @@ def test_loads_nested_too_deep_raises_as_json_does():
         json.loads(deep)
     with pytest.raises(RecursionError):
         loads(deep)
+
+
+COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("value", [
+    {"type": "message", "content": [{"type": "text", "text": "Hé \u2028 \ud83d\ude00 \"q\" \\ \n\t\x00"}],
+     "usage": {"input_tokens": 12, "output_tokens": 0}, "stop": None, "ok": True, "no": False},
+    [1, -2, 3.25, -0.0, 1e300, 10 ** 30, float("nan"), float("inf"), -float("inf")],
+    "a lone surrogate \ud800", 7, 2.5, None, True, [], {}, ((1, 2), [3]), {"nested": [[{"deep": [[]]}]]},
+])
+def test_dumps_writes_what_the_compact_json_encoder_writes(value):
+    assert dumps(value) == COMPACT.encode(value)
+
+
+def test_dumps_refuses_what_json_cannot_write():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps({"a": object()})
+    with pytest.raises(TypeError):
+        dumps({(1, 2): "tuple keys are not JSON"})
+    assert dumps({"after": "a failure"}) == '{"after":"a failure"}'  # nothing left over
+
+
+@pytest.mark.parametrize("missing", ["no accelerator", "other arguments", "other text"])
+def test_without_json_s_c_encoder_dumps_is_json_s_own(monkeypatch, missing):
+    real = json.encoder.c_make_encoder
+
+    def other(markers, *rest):  # a Python whose C encoder differs for the arguments sse passes
+        if markers is not None:  # JSONEncoder's own call (it checks for circular references)
+            return real(markers, *rest)
+        if missing == "other arguments":
+            raise TypeError("c_make_encoder() takes other arguments here")
+        return lambda obj, level: ["[]"]
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None if missing == "no accelerator" else other)
+    encode = sse._compact_encoder()
+    assert encode({"x": ["é", 1.5]}) == '{"x":["é",1.5]}'
+    assert getattr(encode, "__self__", None).__class__ is json.JSONEncoder  # the plain encoder's method
