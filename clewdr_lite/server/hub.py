@@ -7,8 +7,8 @@ pass-through paths in api.py and messages_api.py instead.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 
 from aiohttp import web
 
@@ -69,7 +69,7 @@ def stream_out(dialect: str, model: str, config, include_usage: bool):
     """The translator that writes hub events in the caller's dialect."""
     if dialect == errors.ANTHROPIC:
         return AnthropicOut()
-    return openai_stream.OpenAIStream(model=model, id="chatcmpl-" + uuid.uuid4().hex[:24],
+    return openai_stream.OpenAIStream(model=model, id="chatcmpl-" + os.urandom(12).hex(),
                                       created=int(time.time()), include_usage=include_usage,
                                       thinking_output=config.thinking_output)
 

@@ -26,7 +26,7 @@ from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.sse import SSEDecoder, loads
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, note_credential
-from clewdr_lite.upstream.relay import EarlyError, hold_events
+from clewdr_lite.upstream.relay import EarlyError, hold_events, new_msg_id
 
 log = logging.getLogger("clewdr_lite.web")
 
@@ -324,7 +324,7 @@ class ClaudeWeb:
         try:
             resp = await self._attempt(cookie, req, flat, files, raw=raw)
             processor = (web.RawEvents if raw else web.WebEvents)(
-                model=echo_model, msg_id=f"msg_{uuid.uuid4().hex[:24]}", input_tokens=input_tokens,
+                model=echo_model, msg_id=new_msg_id(), input_tokens=input_tokens,
                 stops=req.get("stop_sequences") or [])
             events = WebStream(self, cookie, req["model"], resp, processor, input_tokens)
             await events.prime(whole=not stream)

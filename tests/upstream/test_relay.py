@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections import deque
 
 import aiohttp
@@ -334,3 +335,9 @@ async def test_a_whole_answer_hold_fails_over_on_an_error_after_the_deadline(mon
     with pytest.raises(EarlyError) as caught:
         await asyncio.wait_for(holding, 1)
     assert caught.value.outcome.error.status == 529
+
+
+def test_message_ids_are_random_anthropic_style_ids():
+    ids = {relay.new_msg_id() for _ in range(1000)}
+    assert len(ids) == 1000  # never a repeat (timestamps would collide, conversions.md §1.5)
+    assert all(re.fullmatch(r"msg_[0-9a-f]{24}", found) for found in ids)
