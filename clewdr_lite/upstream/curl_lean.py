@@ -119,20 +119,19 @@ class _Transfer(Pieces):
 
 
 def parse_headers(lines: list[bytes]) -> CIMultiDictProxy:
-    """Header lines as curl hands them over (with their line ends) → a case-insensitive multidict."""
-    headers: CIMultiDict = CIMultiDict()
-    last = None
-    for raw in lines:
-        line = raw.decode("latin-1").rstrip("\r\n")
+    """Header lines as curl hands them over (with their line ends) → a case-insensitive multidict
+    (decoded at once and built from a list: a real claude.ai answer has some 25 lines)."""
+    pairs: list[tuple[str, str]] = []
+    for line in b"".join(lines).decode("latin-1").split("\n"):
         if line[:1] in (" ", "\t"):  # an obsolete folded line continues the last value
-            if last is not None:
-                headers[last] = f"{headers[last]} {line.strip()}"
+            if pairs and line.strip():
+                name, value = pairs[-1]
+                pairs[-1] = (name, f"{value} {line.strip()}")
             continue
         name, sep, value = line.partition(":")
         if sep and name:
-            last = name.strip()
-            headers.add(last, value.strip())
-    return CIMultiDictProxy(headers)
+            pairs.append((name.strip(), value.strip()))
+    return CIMultiDictProxy(CIMultiDict(pairs))
 
 
 def header_lines(headers, body: bytes | None) -> list[bytes]:

@@ -420,6 +420,13 @@ def test_header_lines_are_parsed_case_insensitively_with_folds_and_repeats():
     assert len(headers) == 4
 
 
+def test_a_folded_line_continues_only_the_last_of_repeated_headers():
+    headers = curl_lean.parse_headers([b"Set-Cookie: a=1\r\n", b"Set-Cookie: b=2\r\n", b"\tPath=/\r\n",
+                                       b"Via: x\n", b"\r\n"])
+    assert headers.getall("set-cookie") == ["a=1", "b=2 Path=/"] and headers["via"] == "x"
+    assert len(headers) == 3
+
+
 # ---- HTTP/2, as claude.ai speaks it ------------------------------------------------------------
 
 @pytest.fixture
