@@ -42,7 +42,8 @@ dumps = _compact_encoder()
 _ascii_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-_SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads() ends in
+_DECODER = json.JSONDecoder()
+_SCAN = _DECODER.scan_once  # the C scanner json.loads() ends in
 _JSON_SPACE = " \t\n\r"
 
 
@@ -63,6 +64,15 @@ def loads(data: str):
     return value
 
 
+def loads_bytes(raw: bytes):
+    """`json.loads(raw)` for bytes, through `loads`: a body that opens with `{` and no NUL after it
+    is what json.loads takes for UTF-8 (decoded as it decodes, surrogates passed); anything else
+    (UTF-16 or -32, a byte-order mark) goes to json.loads, which sniffs the encoding."""
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":
+        return loads(raw.decode("utf-8", "surrogatepass"))
+    return json.loads(raw)
+
+
 def json_bytes(obj: object) -> bytes:
     """Compact JSON as UTF-8 bytes; a lone surrogate (valid JSON, not UTF-8) stays \\u-escaped."""
     text = dumps(obj)
@@ -78,7 +88,7 @@ def ends_event(data: bytes) -> bool:
 
 
 _WHITESPACE = b" \t\r\n"
-_VALUE = json.JSONDecoder().raw_decode
+_VALUE = _DECODER.raw_decode
 
 
 class UsageScanner:

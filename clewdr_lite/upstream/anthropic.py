@@ -12,7 +12,7 @@ from clewdr_lite.protocol import anthropic_headers as ah
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.claude_code_response import classify_api_key
-from clewdr_lite.protocol.sse import loads
+from clewdr_lite.protocol.sse import loads_bytes
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
 from clewdr_lite.upstream.relay import EarlyError, MessagesStream
@@ -70,8 +70,7 @@ class AnthropicKeys(KeyedProvider):
             return relay
         try:
             raw = await resp.read()
-            # UTF-8 as json.loads(bytes) would find it, without its sniffing and two Python calls
-            data = loads(raw.decode("utf-8", "surrogatepass")) if raw[:1] == b"{" else json.loads(raw)
+            data = loads_bytes(raw)
         except (ValueError, *TRANSPORT_ERRORS) as exc:
             raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
                 f"unreadable answer from {self.provider.name}: {exc}"))) from None

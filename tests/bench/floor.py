@@ -18,12 +18,14 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from aiohttp import web  # noqa: E402
 
+from clewdr_lite.protocol import claude_web as web_protocol  # noqa: E402
+from clewdr_lite.protocol.sse import json_bytes  # noqa: E402
 from clewdr_lite.upstream import http  # noqa: E402
+from clewdr_lite.upstream.claude_web import origin_of  # noqa: E402
 from tests.bench.relay import HOP  # noqa: E402
 from tests.conftest import make_cookie  # noqa: E402
 
@@ -45,12 +47,11 @@ async def wire_relay(request: web.Request) -> web.Response:
 
 
 class WebCalls:
-    """claude.ai's calls with the headers clewdr-lite sends (one account of the fake)."""
+    """claude.ai's calls with the headers and bodies clewdr-lite sends (one account of the fake)."""
 
     def __init__(self, base: str, session: bool) -> None:
         self.base = base.rstrip("/") + "/"
-        parts = urlsplit(self.base)
-        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.origin = origin_of(self.base)
         self.cookie = make_cookie(0)
         self.session = session
         self.org = ""
@@ -67,7 +68,8 @@ class WebCalls:
 
     async def call(self, method: str, path: str, referer: str, body: dict | None, *, stream: bool = False):
         """One call; the answer's JSON (None for a stream, read to its end)."""
-        headers, data = self._headers(referer, stream), json.dumps(body).encode() if body is not None else None
+        headers = self._headers(referer, stream)
+        data = json_bytes(body) if body is not None else None
         if self.session:
             resp = await self.client.request(method, self.base + path, headers=headers, data=data, stream=True,
                                              allow_redirects=False, impersonate="chrome")
@@ -85,13 +87,11 @@ class WebCalls:
         await request.read()
         conv = str(uuid.uuid4())
         convs = f"api/organizations/{self.org}/chat_conversations"
-        await self.call("POST", convs, "new?incognito", {"uuid": conv, "name": "", "is_temporary": True})
-        prompt = "\n\nHuman: Hello, how are you?\n\nAssistant:"
-        await self.call("POST", f"{convs}/{conv}/completion", f"chat/{conv}", {
-            "max_tokens_to_sample": 256, "files": [], "model": "claude-sonnet-4-5", "rendering_mode": "messages",
-            "attachments": [{"extracted_content": prompt, "file_name": "paste.txt", "file_type": "txt",
-                             "file_size": len(prompt)}],
-            "prompt": "", "timezone": "UTC", "tools": []}, stream=True)
+        await self.call("POST", convs, "new?incognito", web_protocol.create_body(conv, temporary=True, now_str=""))
+        body = web_protocol.completion_body(
+            "\n\nHuman: Hello, how are you?\n\nAssistant:", model="claude-sonnet-4-5", max_tokens=256,
+            rendering_mode="messages", custom_prompt="", timezone="UTC", web_search=False, file_uuids=[])
+        await self.call("POST", f"{convs}/{conv}/completion", f"chat/{conv}", body, stream=True)
         return web.Response(body=ANSWER, content_type="application/json")
 
 

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from clewdr_lite.protocol import sse
-from clewdr_lite.protocol.sse import COMMENT_KEEPALIVE, Event, SSEDecoder, UsageScanner, dumps, encode, encode_json, loads
+from clewdr_lite.protocol.sse import (COMMENT_KEEPALIVE, Event, SSEDecoder, UsageScanner, dumps, encode,
+                                      encode_json, loads, loads_bytes)
 
 ANTHROPIC = (
     b"event: message_start\n"
@@ -424,6 +425,23 @@ def test_loads_rejects_what_json_loads_rejects(data):
     assert isinstance(mine.value, ValueError)
     if not data.startswith("\ufeff"):  # json names the byte-order mark; here it is a value that is missing
         assert (mine.value.msg, mine.value.pos) == (expected.value.msg, expected.value.pos)
+
+
+@pytest.mark.parametrize("raw", [
+    '{"text":"Hé \U0001F600"}'.encode(), b'{"a":1}', b"{}", b'{"a":"\xed\xa0\x80"}',  # an encoded lone surrogate
+    '{"a":"é"}'.encode("utf-16-le"), '{"a":"é"}'.encode("utf-16"), '{"a":"é"}'.encode("utf-32"),
+    '{"a":1}'.encode("utf-8-sig"), b' {"a":1}', b"[1,2]",
+])
+def test_loads_bytes_gives_what_json_loads_gives(raw):
+    assert loads_bytes(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b'{"a":1} x', b'{"a":"\xff"}', b"\x00\x00"])
+def test_loads_bytes_rejects_what_json_loads_rejects(raw):
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    with pytest.raises(ValueError):
+        loads_bytes(raw)
 
 
 def test_loads_nested_too_deep_raises_as_json_does():
