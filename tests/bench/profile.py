@@ -1,4 +1,4 @@
-"""Where a request's CPU goes: py-spy samples of a server under load, summed per thread, package and function.
+"""Where a request's CPU goes: CPU per thread, and py-spy samples of the event-loop thread under load.
 
     python3 tests/bench/profile.py                         # pass-through, 16 connections, 10 s
     python3 tests/bench/profile.py "claude.ai web" --top 40
@@ -7,12 +7,13 @@
 Starts the fake upstream and clewdr-lite (or the bare relay) as run.py does, drives one case with
 wrk (the aiohttp load generator otherwise) and records the server with py-spy (`pip install
 py-spy`; it reads the server's memory, so it needs ptrace rights: root, or
-kernel.yama.ptrace_scope = 0). py-spy keeps only busy samples (a thread waiting in epoll, on a lock
-or in a system call is idle). Prints the CPU per request over the recorded window, the samples per
-thread, then for the event-loop thread the share per package (self samples), and the functions with
-the most samples inclusive (on the stack) and self (at its top). py-spy pauses the process for each
-sample, so the CPU and req/s printed here are a little worse than run.py's: take figures from there.
-CPU per thread comes from /proc (py-spy's own idle detection is unreliable for the helper threads).
+kernel.yama.ptrace_scope = 0). Prints the CPU per request over the load and per thread (from
+/proc), then for the event-loop thread the share of its samples per package (self), and the
+functions with the most samples inclusive (on the stack) and self (at its top). py-spy keeps only
+samples of busy threads, but its idle detection is approximate (some `EpollSelector.select`
+samples are the loop waiting; helper threads look busier than they are, hence /proc for threads).
+py-spy pauses the process for each sample, so the CPU and req/s printed here are worse than
+run.py's: take figures from there.
 """
 
 from __future__ import annotations
