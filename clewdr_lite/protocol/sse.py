@@ -64,12 +64,13 @@ def loads(data: str):
     return value
 
 
-def loads_bytes(raw: bytes):
+def loads_bytes(raw: bytes, errors: str = "surrogatepass"):
     """`json.loads(raw)` for bytes, through `loads`: a body that opens with `{` and no NUL after it
-    is what json.loads takes for UTF-8 (decoded as it decodes, surrogates passed); anything else
-    (UTF-16 or -32, a byte-order mark) goes to json.loads, which sniffs the encoding."""
+    is what json.loads takes for UTF-8 (decoded as it decodes, surrogates passed; `errors="strict"`
+    refuses encoded surrogates with a UnicodeDecodeError); anything else (UTF-16 or -32, a
+    byte-order mark) goes to json.loads, which sniffs the encoding."""
     if raw[:1] == b"{" and raw[1:2] != b"\x00":
-        return loads(raw.decode("utf-8", "surrogatepass"))
+        return loads(raw.decode("utf-8", errors))
     return json.loads(raw)
 
 

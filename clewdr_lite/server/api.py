@@ -10,7 +10,7 @@ from aiohttp import web
 
 from clewdr_lite import errors, lazy, logs, router
 from clewdr_lite.protocol import anthropic, tokens
-from clewdr_lite.protocol.sse import ByteRelay, json_bytes, loads
+from clewdr_lite.protocol.sse import ByteRelay, json_bytes, loads_bytes
 from clewdr_lite.server import models
 from clewdr_lite.server.accounting import TIMING_KEY, acct, admit, note_usage, usage_scanner
 from clewdr_lite.server.app import STATE
@@ -38,9 +38,9 @@ async def read_json(request: web.Request) -> dict:
     if not raw.strip():
         raise errors.BadRequest("Request body is empty; send a JSON object")
     try:
-        # UTF-8 text, as JSON on the wire is: json.loads(bytes) would sniff the encoding first (a
-        # UTF-16 body, "{\x00", or a BOM still takes that way)
-        body = loads(raw.decode()) if raw[:1] == b"{" and raw[1:2] != b"\x00" else json.loads(raw)
+        # strict UTF-8 for an object (encoded surrogates refused); a UTF-16 body, "{\x00" or a BOM
+        # still goes through json.loads's encoding sniffing
+        body = loads_bytes(raw, errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.BadRequest(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

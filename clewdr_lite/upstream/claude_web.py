@@ -63,6 +63,12 @@ def origin_of(base: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def call_headers(base: str, cookie: str, referer: str, *, stream: bool = False) -> dict:
+    """The headers of a claude.ai call to E = `base` (claude-web.md §3), Content-Type aside."""
+    return {"Cookie": f"sessionKey={cookie}", "Origin": origin_of(base), "Referer": base + referer,
+            "Accept-Language": "en-US,en;q=0.9", "Accept": "text/event-stream" if stream else "application/json"}
+
+
 class ClaudeWeb:
     """The claude.ai web upstream over a cookie pool."""
 
@@ -79,10 +85,7 @@ class ClaudeWeb:
 
     # ----- plumbing
     def _headers(self, cookie: str, referer: str, *, stream: bool = False) -> dict:
-        base = base_url(self._config().rproxy)
-        return {"Cookie": f"sessionKey={cookie}", "Origin": origin_of(base),
-                "Referer": base + referer, "Accept-Language": "en-US,en;q=0.9",
-                "Accept": "text/event-stream" if stream else "application/json"}
+        return call_headers(base_url(self._config().rproxy), cookie, referer, stream=stream)
 
     async def _call(self, method: str, path: str, cookie: str, referer: str, *, json_body=None,
                     files=None, stream: bool = False):

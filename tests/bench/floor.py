@@ -25,7 +25,7 @@ from aiohttp import web  # noqa: E402
 from clewdr_lite.protocol import claude_web as web_protocol  # noqa: E402
 from clewdr_lite.protocol.sse import json_bytes  # noqa: E402
 from clewdr_lite.upstream import http  # noqa: E402
-from clewdr_lite.upstream.claude_web import origin_of  # noqa: E402
+from clewdr_lite.upstream.claude_web import call_headers  # noqa: E402
 from tests.bench.relay import HOP  # noqa: E402
 from tests.conftest import make_cookie  # noqa: E402
 
@@ -51,7 +51,6 @@ class WebCalls:
 
     def __init__(self, base: str, session: bool) -> None:
         self.base = base.rstrip("/") + "/"
-        self.origin = origin_of(self.base)
         self.cookie = make_cookie(0)
         self.session = session
         self.org = ""
@@ -61,14 +60,9 @@ class WebCalls:
         else:
             self.client = http.CurlClient()
 
-    def _headers(self, referer: str, stream: bool) -> dict:
-        return {"Cookie": f"sessionKey={self.cookie}", "Origin": self.origin, "Referer": self.base + referer,
-                "Accept-Language": "en-US,en;q=0.9", "Accept": "text/event-stream" if stream else "application/json",
-                "Content-Type": "application/json"}
-
     async def call(self, method: str, path: str, referer: str, body: dict | None, *, stream: bool = False):
         """One call; the answer's JSON (None for a stream, read to its end)."""
-        headers = self._headers(referer, stream)
+        headers = {**call_headers(self.base, self.cookie, referer, stream=stream), "Content-Type": "application/json"}
         data = json_bytes(body) if body is not None else None
         if self.session:
             resp = await self.client.request(method, self.base + path, headers=headers, data=data, stream=True,

@@ -487,3 +487,10 @@ def test_without_json_s_c_encoder_dumps_is_json_s_own(monkeypatch, missing):
     encode = sse._compact_encoder()
     assert encode({"x": ["é", 1.5]}) == '{"x":["é",1.5]}'
     assert getattr(encode, "__self__", None).__class__ is json.JSONEncoder  # the plain encoder's method
+
+
+def test_loads_bytes_strict_refuses_encoded_surrogates_and_takes_the_rest():
+    with pytest.raises(UnicodeDecodeError):
+        loads_bytes(b'{"a":"\xed\xa0\x80"}', errors="strict")
+    assert loads_bytes('{"a":"é"}'.encode(), errors="strict") == {"a": "é"}
+    assert loads_bytes('{"a":"é"}'.encode("utf-16"), errors="strict") == {"a": "é"}  # sniffed as before

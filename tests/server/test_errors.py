@@ -47,6 +47,8 @@ def openai_error(body, kind):
 
 @pytest.mark.parametrize("body, needle", [
     (b"{not json", "not valid JSON"),
+    (b'{"model": "\xff"}', "not valid JSON"),  # not UTF-8
+    (b'{"model": "\xed\xa0\x80"}', "not valid JSON"),  # an encoded lone surrogate: not UTF-8 either
     (b"", "empty"),
     (b"[1, 2]", "JSON object"),
     ({"messages": MSGS, "max_tokens": 10}, "model"),
