@@ -12,7 +12,7 @@ from pathlib import Path
 import tomlkit
 from tomlkit.container import Container
 from tomlkit.exceptions import ParseError, TOMLKitError
-from tomlkit.items import AoT, Array, Comment, InlineTable, Table
+from tomlkit.items import AoT, Array, Comment, InlineTable, Table, Whitespace
 
 from clewdr_lite.config import DEFAULTS
 from clewdr_lite.config_file import ConfigError, DEFAULT_TOML, decode
@@ -70,16 +70,19 @@ def _sync_key(container, key: str, value) -> bool:
         return True
     if old is None:
         top = isinstance(value, dict) and isinstance(container, tomlkit.TOMLDocument)
-        _add(container, key, _table(value, header=True) if top else _item(value, None))
+        _add(container, key, _table(value, header=True) if top
+             else _inline_item(value) if isinstance(container, InlineTable) else _item(value, None))
         return True
     if _unwrap(old) == value:
         return False
     if isinstance(value, dict) and isinstance(old, (Table, InlineTable)):
         _sync_table(old, value)
     elif isinstance(old, AoT) and _is_records(value):
-        _sync_aot(old, value)
+        _sync_records(old, value, lambda entry: _table(entry, header=True))
+    elif _inline_records(old) and _is_records(value):
+        _sync_records(old, value, _inline, lambda tables: _replace(container, key, tables))
     else:
-        container[key] = _item(value, old)
+        container[key] = _inline_item(value) if isinstance(container, InlineTable) else _item(value, old)
     return True
 
 
@@ -90,29 +93,46 @@ def _sync_table(table, value: dict) -> None:
         _sync_key(table, key, item)
 
 
-def _sync_aot(aot: AoT, entries: list[dict]) -> None:
-    """Update an array of tables, reusing each entry's table (and its comments) by identity."""
-    old_ids = [_identity(t) for t in aot]
+def _sync_records(seq, entries: list[dict], make, reorder=None) -> None:
+    """Update an array of tables, or an array of inline tables, in place: each entry's table (with
+    its comments) is found by identity and only its changed keys are edited, so a pool save costs
+    what changed, not a rebuild of every entry. `make` builds a table for a new entry; `reorder`
+    (default: empty `seq` and append) puts the tables in the entries' order."""
+    old_ids = [_identity(t) for t in seq]
     if old_ids == [_identity(e) for e in entries[: len(old_ids)]]:
-        # the usual pool change: same entries, maybe new ones at the end
-        for table, entry in zip(aot, entries):
+        # the same entries, maybe new ones at the end
+        for table, entry in zip(seq, entries):
             _sync_table(table, entry)
         for entry in entries[len(old_ids):]:
-            aot.append(_table(entry, header=True))
+            seq.append(make(entry))
         return
-    spare = {ident: table for ident, table in zip(old_ids, aot) if ident is not None}
+    spare = {ident: table for ident, table in zip(old_ids, seq) if ident is not None}
     tables = []
     for entry in entries:
         table = spare.pop(_identity(entry), None)
         if table is None:
-            table = _table(entry, header=True)
+            table = make(entry)
         else:
             _sync_table(table, entry)
         tables.append(table)
-    while len(aot):
-        del aot[0]
+    if reorder is not None:
+        reorder(tables)
+        return
+    while len(seq):
+        del seq[0]
     for table in tables:
-        aot.append(table)
+        seq.append(table)
+
+
+def _inline_records(item) -> bool:
+    return isinstance(item, Array) and bool(item) and all(isinstance(v, InlineTable) for v in item)
+
+
+def _replace(container, key: str, tables: list) -> None:
+    """A multi-line array of the given inline tables in place of container[key]."""
+    array = tomlkit.array().multiline(True)
+    array.extend(tables)
+    container[key] = array
 
 
 def _identity(entry) -> tuple | None:
@@ -125,8 +145,19 @@ def _identity(entry) -> tuple | None:
 def _add(container, key: str, item) -> None:
     """Add a new key under its commented-out example, else after the last plain key."""
     body = container if isinstance(container, Container) else container.value
+    if isinstance(container, InlineTable):
+        # append() spaces the key as tomlkit writes; the blank a file's `{ a = 1 }` closes with
+        # stays last (else the new key would follow it: `{ a = 1,  b = 2}`)
+        items = body.body
+        last = items[-1] if items else (None, None)
+        closing = items.pop()[1] if last[0] is None and isinstance(last[1], Whitespace) \
+            and not last[1].s.strip() else None
+        container.append(key, item)
+        if closing is not None:
+            container.append(None, closing)
+        return
     at = None
-    if not isinstance(item, (Table, AoT)) and not isinstance(container, InlineTable):
+    if not isinstance(item, (Table, AoT)):
         at = _example_line(body, key)
         if at is None:
             # not at the very end: that is often a comment heading the tables below
@@ -179,15 +210,19 @@ def _table(value: dict, *, header: bool = False) -> Table:
 def _inline(value: dict) -> InlineTable:
     table = tomlkit.inline_table()
     for key, item in value.items():
-        if isinstance(item, dict):
-            table.append(key, _inline(item))
-        elif _is_records(item):
-            array = tomlkit.array()
-            array.extend(_inline(v) for v in item)
-            table.append(key, array)
-        else:
-            table.append(key, tomlkit.item(item))
+        table.append(key, _inline_item(item))
     return table
+
+
+def _inline_item(value):
+    """A tomlkit item for a value inside an inline table (no [table] headers can go there)."""
+    if isinstance(value, dict):
+        return _inline(value)
+    if _is_records(value):
+        array = tomlkit.array()
+        array.extend(_inline(v) for v in value)
+        return array
+    return tomlkit.item(value)
 
 
 def _nested(value: dict) -> bool:

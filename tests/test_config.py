@@ -578,6 +578,71 @@ def test_none_removes_a_key_and_pool_changes_keep_entry_comments(tmp_path):
     assert "reason = {TooManyRequest = 1760000000}" in path.read_text()
 
 
+INLINE_COOKIES_TOML = f'''\
+password = "{PW}"
+cookie_array = [
+  {{ cookie = "{C1}" }},  # the work account
+  {{ cookie = "{C2}", reset_time = 1760000000 }},
+  {{cookie = "{C3}", count_tokens_allowed = true}},
+]
+'''
+
+
+def _usage(inp: int, out: int) -> dict:
+    return {"total_input_tokens": inp, "total_output_tokens": out, "sonnet_input_tokens": inp,
+            "sonnet_output_tokens": out}
+
+
+def test_an_inline_cookie_array_is_edited_entry_by_entry(tmp_path):
+    # the ClewdR-style one-line entries: a usage save edits the entry that changed, in place,
+    # and leaves every other line (spacing, comments) as the file had it
+    path = tmp_path / "clewdr.toml"
+    path.write_text(INLINE_COOKIES_TOML)
+    cf = ConfigFile(path, no_fs=False)
+    cfg, _ = cf.load({})
+    cookies = [dict(c) for c in cfg.cookie_array]
+    cookies[0]["session_usage"] = _usage(10, 5)
+    cookies[0]["weekly_usage"] = _usage(10, 5)
+    cookies[2]["lifetime_usage"] = _usage(3, 1)
+    cf.save(cookies=cookies)
+    text = path.read_text()
+    before, after = INLINE_COOKIES_TOML.splitlines(), text.splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert [a for a, _ in changed] == [before[2], before[4]]  # only the two entries that changed
+    assert changed[0][1] == (f'  {{ cookie = "{C1}", session_usage = {{total_input_tokens = 10, '
+                             "total_output_tokens = 5, sonnet_input_tokens = 10, sonnet_output_tokens = 5}, "
+                             "weekly_usage = {total_input_tokens = 10, total_output_tokens = 5, "
+                             "sonnet_input_tokens = 10, sonnet_output_tokens = 5} },  # the work account")
+    assert changed[1][1].startswith(f'  {{cookie = "{C3}", count_tokens_allowed = true, lifetime_usage = {{')
+    assert parse(tomlkit.parse(text), {})[0].cookie_array == tuple(cookies)
+    # counters grow, a cookie is parked, another un-parked: still edits of those keys only
+    cookies[0]["session_usage"] = _usage(20, 9)
+    cookies[0]["reset_time"] = 1770000000
+    del cookies[1]["reset_time"]
+    cf.save(cookies=cookies)
+    text = path.read_text()
+    assert "# the work account" in text and "session_usage = {total_input_tokens = 20," in text
+    assert "1760000000" not in text and text.count("reset_time = 1770000000") == 1
+    assert parse(tomlkit.parse(text), {})[0].cookie_array == tuple(cookies)
+
+
+def test_an_inline_cookie_array_follows_the_pool_order_and_takes_nested_values(tmp_path):
+    path = tmp_path / "clewdr.toml"
+    path.write_text(INLINE_COOKIES_TOML)
+    cf = ConfigFile(path, no_fs=False)
+    cfg, _ = cf.load({})
+    token = {"access_token": "sk-ant-oat01-x", "expires_at": 1760000000.5, "organization": {"uuid": "u-1"}}
+    # rotated (the queue's order), one cookie gone, one new, a nested table into an inline entry
+    cookies = [dict(cfg.cookie_array[2], token=token), dict(cfg.cookie_array[0]), {"cookie": C4}]
+    cf.save(cookies=cookies, wasted=[{"cookie": C2, "reason": {"TooManyRequest": 1760000000}}])
+    text = path.read_text()
+    assert "[cookie_array" not in text  # never a [table] inside the inline entries
+    assert 'token = {access_token = "sk-ant-oat01-x", expires_at = 1760000000.5, organization = {uuid = "u-1"}}' in text
+    cfg2, warnings = parse(tomlkit.parse(text), {})
+    assert warnings == [] and cfg2.cookie_array == tuple(cookies)
+    assert cfg2.wasted_cookie == ({"cookie": C2, "reason": {"TooManyRequest": 1760000000}},)
+
+
 def test_gemini_keys_and_vertex_credentials_are_saved(tmp_path):
     path = tmp_path / "clewdr.toml"
     path.write_text(OLDER_TOML)
