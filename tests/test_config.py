@@ -643,6 +643,20 @@ def test_an_inline_cookie_array_follows_the_pool_order_and_takes_nested_values(t
     assert cfg2.wasted_cookie == ({"cookie": C2, "reason": {"TooManyRequest": 1760000000}},)
 
 
+def test_a_new_nested_value_inside_a_hand_written_inline_table_stays_inline(tmp_path):
+    # a [[cookie_array]] entry whose token the user wrote inline; the OAuth exchange then adds the
+    # organization table: it goes into the inline table inline (a [table] there cannot exist)
+    path = tmp_path / "clewdr.toml"
+    path.write_text(f'password = "{PW}"\n[[cookie_array]]\ncookie = "{C1}"\ntoken = {{ access_token = "x" }}\n')
+    cf = ConfigFile(path, no_fs=False)
+    cf.load({})
+    token = {"access_token": "x", "organization": {"uuid": "u-1", "name": "Org"}}
+    cf.save(cookies=[{"cookie": C1, "token": token}])
+    text = path.read_text()
+    assert 'token = { access_token = "x", organization = {uuid = "u-1", name = "Org"} }' in text
+    assert parse(tomlkit.parse(text), {})[0].cookie_array == ({"cookie": C1, "token": token},)
+
+
 def test_gemini_keys_and_vertex_credentials_are_saved(tmp_path):
     path = tmp_path / "clewdr.toml"
     path.write_text(OLDER_TOML)

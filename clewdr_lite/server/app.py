@@ -15,6 +15,7 @@ from aiohttp import web
 from clewdr_lite import telemetry
 from clewdr_lite.breaker import Breakers, BreakerSettings
 from clewdr_lite.client_keys import ClientKeys
+from clewdr_lite.config_file import ConfigError
 from clewdr_lite.pool import CookiePool, KeyPool
 from clewdr_lite.providers import parse_providers
 from clewdr_lite.protocol import claude_web_account as web_proto
@@ -79,6 +80,7 @@ class State:
     clients: dict = field(default_factory=dict)
     _by_name: tuple = (None, {})
     saved_version: tuple = ()
+    save_error: str | None = None  # the last failed save's reason, told once until a save works
     listing: tuple | None = None  # (pool version, built at, body) of GET /api/cookies
     metrics: Any = None  # telemetry.Metrics
     client_keys: Any = None  # client_keys.ClientKeys
@@ -317,9 +319,18 @@ async def save_pool(state: State) -> None:
     try:
         await asyncio.to_thread(state.config_file.save, cookies=cookies, wasted=wasted,
                                 settings=settings or None, **extra)
-        state.saved_version = version
-    except OSError as exc:
-        log.error("saving clewdr.toml failed: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - a full disk, a file hand-edited into bad TOML, a bug:
+        # the version still differs, so the next cycle tries again; told once, not every 2 s
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason != state.save_error:
+            log.error("saving clewdr.toml failed (retried every %g s): %s", SAVE_DEBOUNCE_S, reason,
+                      exc_info=not isinstance(exc, (OSError, ConfigError)))
+        state.save_error = reason
+        return
+    state.saved_version = version
+    if state.save_error is not None:
+        log.info("clewdr.toml saved again")
+        state.save_error = None
 
 
 def _providers_table(state: State) -> list[dict]:

@@ -114,3 +114,30 @@ async def test_the_request_log_opens_without_starting_an_executor_thread(tmp_pat
     assert proxy.state.store is not None and proxy.state.store.path == tmp_path / "clewdr.db"
     assert (tmp_path / "clewdr.db").exists()
     assert asyncio.get_running_loop()._default_executor is None
+
+
+async def test_a_failed_save_is_told_once_never_overwrites_and_is_retried(tmp_path, fake_web, start_proxy, caplog):
+    good = make_cookie("good")
+    fake_web.add_account(good)
+    path = tmp_path / "clewdr.toml"
+    file = write_config(path, fake_web, [good])
+    proxy = await start_from_file(start_proxy, file)
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
+        await c.messages.create(model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "hey"}])
+    good_text = path.read_text()
+    path.write_text(good_text + "max_retries = [oops\n")  # a hand edit gone wrong, while it runs
+    broken = path.read_text()
+    with caplog.at_level("INFO", logger="clewdr_lite"):
+        await save_pool(proxy.state)  # the persister's call: no exception escapes to end its loop
+        await save_pool(proxy.state)
+    assert path.read_text() == broken  # a file that cannot be read is never overwritten
+    failures = [r for r in caplog.records if "saving clewdr.toml failed" in r.getMessage()]
+    assert len(failures) == 1 and "line" in failures[0].getMessage()  # told once, with where
+    caplog.clear()
+    path.write_text(good_text.replace("max_retries = 5", "max_retries = 4  # fixed by hand"))
+    with caplog.at_level("INFO", logger="clewdr_lite"):
+        await save_pool(proxy.state)
+    text = path.read_text()
+    assert "max_retries = 4  # fixed by hand" in text  # the edit is merged, the usage written
+    assert tomlkit.parse(text)["cookie_array"][0]["session_usage"]["total_input_tokens"] > 0
+    assert any("saved again" in r.getMessage() for r in caplog.records)
