@@ -29,24 +29,26 @@ def model_family(model: str) -> str:
     return "opus" if "opus" in lower else "sonnet" if "sonnet" in lower else "other"
 
 
+# per family: the buckets an exchange adds to, and the (input, output) columns it adds to in each
+_SHARED = ("session_usage", "weekly_usage", "lifetime_usage")
+_TARGETS = {"sonnet": _SHARED + ("weekly_sonnet_usage",), "opus": _SHARED + ("weekly_opus_usage",),
+            "other": _SHARED}
+_PAIRS = {family: (("total_input_tokens", "total_output_tokens"),)
+          + (((f"{family}_input_tokens", f"{family}_output_tokens"),) if family != "other" else ())
+          for family in _TARGETS}
+
+
 def add_usage(record: dict, model: str, input_tokens: int, output_tokens: int) -> None:
     """Add one exchange to the record's buckets (claude-web.md §16.2)."""
     if input_tokens <= 0 and output_tokens <= 0:
         return
     family = model_family(model)
-    targets = ["session_usage", "weekly_usage", "lifetime_usage"]
-    if family == "sonnet":
-        targets.append("weekly_sonnet_usage")
-    elif family == "opus":
-        targets.append("weekly_opus_usage")
-    for name in targets:
+    pairs = _PAIRS[family]
+    for name in _TARGETS[family]:
         bucket = record.setdefault(name, {})
-        pairs = [("total", input_tokens, output_tokens)]
-        if family != "other":
-            pairs.append((family, input_tokens, output_tokens))
-        for prefix, inp, out in pairs:
-            bucket[f"{prefix}_input_tokens"] = max(0, int(bucket.get(f"{prefix}_input_tokens", 0)) + inp)
-            bucket[f"{prefix}_output_tokens"] = max(0, int(bucket.get(f"{prefix}_output_tokens", 0)) + out)
+        for inp, out in pairs:  # saturating at 0, whatever a hand-edited file held
+            bucket[inp] = max(0, int(bucket.get(inp, 0)) + input_tokens)
+            bucket[out] = max(0, int(bucket.get(out, 0)) + output_tokens)
 
 
 def _zero_windows(record: dict) -> None:
