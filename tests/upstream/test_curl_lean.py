@@ -341,6 +341,31 @@ async def test_one_handle_serves_every_method_in_turn(upstream, lean):
     assert len(lean._lean._idle) == 1  # sequential calls took the same handle
 
 
+async def test_every_way_a_call_ends_frees_its_header_list(upstream, lean, monkeypatch):
+    """The request's header lines are libcurl's list, which the call owns: freed however it ends
+    (answered, left early, timed out, refused), and the body it sent kept until then."""
+    from curl_cffi import ffi
+
+    transfers, made = [], curl_lean._Transfer.__init__
+
+    def track(self, *args):
+        made(self, *args)
+        transfers.append(self)
+    monkeypatch.setattr(curl_lean._Transfer, "__init__", track)
+    resp = await lean.request("GET", upstream.origin + "/endless", headers={"X-B": "2"})
+    assert transfers[0].header_list != ffi.NULL  # in use while the answer streams
+    await resp.close()
+    resp = await lean.request("POST", upstream.origin + "/echo", headers={"X-A": "1"}, json={"a": 1})
+    assert (await resp.json())["method"] == "POST" and transfers[1].sent == b'{"a":1}'
+    with pytest.raises(asyncio.TimeoutError):
+        await lean.request("GET", upstream.origin + "/silent", headers={}, headers_timeout=0.2)
+    port = upstream.origin.rsplit(":", 1)[1]
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await lean.request("GET", upstream.origin.replace(port, "1"), headers={})
+    await asyncio.sleep(0.05)  # the removals' callbacks
+    assert len(transfers) == 4 and all(t.header_list == ffi.NULL for t in transfers)
+
+
 async def test_closing_a_stream_early_ends_the_upstream_transfer_at_once(upstream, lean):
     """A client that leaves frees its upstream now (the session's close waited for the whole answer)."""
     resp = await lean.request("GET", upstream.origin + "/endless", headers={})
