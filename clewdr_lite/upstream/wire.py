@@ -166,43 +166,54 @@ class _Conn(asyncio.Protocol):
             self._chunks(buf, body)
 
     def _chunks(self, buf: bytearray, body: "_Body") -> None:
-        while buf:
-            if self._trailer:  # after the last chunk: trailer lines until an empty one
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    return
-                line = bytes(buf[:end])
-                del buf[:end + 2]
-                if not line:
-                    self._finish()
-                    return
-                continue
-            if self._left < 0:  # a chunk-size line
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    if len(buf) > 1024:
-                        raise _bad("chunk size line too long")
-                    return
-                size = bytes(buf[:end]).split(b";", 1)[0].strip()
-                try:
-                    self._left = int(size, 16)
-                except ValueError:
-                    raise _bad(f"bad chunk size {size[:20]!r}") from None
-                del buf[:end + 2]
-                if self._left == 0:
-                    self._trailer = True
+        """Parse the chunks that arrived: what they carry goes to the body as one piece, and the
+        bytes they took leave the buffer at once (a stream of small events is many chunks a read)."""
+        pos, pieces = 0, []
+        try:
+            while pos < len(buf):
+                if self._trailer:  # after the last chunk: trailer lines until an empty one
+                    end = buf.find(b"\r\n", pos)
+                    if end < 0:
+                        return
+                    last, pos = end == pos, end + 2
+                    if last:
+                        del buf[:pos]
+                        pos = 0
+                        if pieces:  # the body's end comes after its data
+                            body.feed(b"".join(pieces))
+                            pieces = []
+                        self._finish()
+                        return
                     continue
-                self._left += 2  # the chunk's closing CRLF
-            take = min(self._left, len(buf))
-            data = bytes(buf[:take])
-            del buf[:take]
-            self._left -= take
-            if self._left < 2:  # part of the CRLF is in this piece: keep only the data
-                data = data[:len(data) - (2 - self._left)]
-            if data:
-                body.feed(data)
-            if self._left == 0:
-                self._left = -1
+                if self._left < 0:  # a chunk-size line
+                    end = buf.find(b"\r\n", pos)
+                    if end < 0:
+                        if len(buf) - pos > 1024:
+                            raise _bad("chunk size line too long")
+                        return
+                    size = bytes(buf[pos:end]).split(b";", 1)[0].strip()
+                    try:
+                        self._left = int(size, 16)
+                    except ValueError:
+                        raise _bad(f"bad chunk size {size[:20]!r}") from None
+                    pos = end + 2
+                    if self._left == 0:
+                        self._trailer = True
+                        continue
+                    self._left += 2  # the chunk's closing CRLF
+                take = min(self._left, len(buf) - pos)
+                self._left -= take
+                data = take - max(0, 2 - self._left)  # what is not the closing CRLF
+                if data > 0:
+                    pieces.append(bytes(buf[pos:pos + data]))
+                pos += take
+                if self._left == 0:
+                    self._left = -1
+        finally:  # also before a malformed chunk: what came before it is delivered, as it came
+            if pos:
+                del buf[:pos]
+            if pieces:
+                body.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def _finish(self) -> None:
         self._mode = "done"

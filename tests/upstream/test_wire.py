@@ -112,7 +112,7 @@ async def test_content_length_answer_and_keep_alive_reuse():
         assert "Content-Length: 0\r\n" in head and "Accept-Encoding: gzip, deflate\r\n" in head
 
 
-@pytest.mark.parametrize("split", [1, 3, 7, 64])
+@pytest.mark.parametrize("split", [1, 3, 7, 64, 100_000])
 async def test_chunked_answers_split_anywhere(split):
     whole = chunked(b"event: a\n\n", b"data: " + b"z" * 100 + b"\n\n", b"!", trailer=b"X-T: 1\r\n")
     split_up = [whole[i:i + split] for i in range(0, len(whole), split)]
@@ -124,6 +124,22 @@ async def test_chunked_answers_split_anywhere(split):
             await resp.close()
         assert server.connections == 1
         assert server.requests[0][1] == b'{"a":1}'
+
+
+async def test_many_chunks_in_one_read_and_a_bad_one_after_them():
+    """Fifty events in one read come out whole; chunks before a malformed one are delivered first."""
+    events = [b"data: %d\n\n" % n for n in range(50)]
+    async with talking(lambda head, body: chunked(*events)) as (server, base, client):
+        resp = await client.request("GET", base + "/")
+        assert b"".join([p async for p in resp.chunks()]) == b"".join(events)
+    bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n6\r\nsecond\r\nzz\r\n"
+    async with talking(lambda head, body: bad) as (server, base, client):
+        resp = await client.request("GET", base + "/")
+        got = []
+        with pytest.raises(aiohttp.ClientPayloadError, match="chunk size"):
+            async for piece in resp.chunks():
+                got.append(piece)
+        assert b"".join(got) == b"firstsecond"
 
 
 @contextlib.asynccontextmanager
