@@ -168,9 +168,9 @@ class _Conn(asyncio.Protocol):
     def _chunks(self, buf: bytearray, body: "_Body") -> None:
         """Parse the chunks that arrived: what they carry goes to the body as one piece, and the
         bytes they took leave the buffer at once (a stream of small events is many chunks a read)."""
-        pos, pieces = 0, []
+        pos, pieces, size = 0, [], len(buf)
         try:
-            while pos < len(buf):
+            while pos < size:
                 if self._trailer:  # after the last chunk: trailer lines until an empty one
                     end = buf.find(b"\r\n", pos)
                     if end < 0:
@@ -185,30 +185,31 @@ class _Conn(asyncio.Protocol):
                         self._finish()
                         return
                     continue
-                if self._left < 0:  # a chunk-size line
+                left = self._left
+                if left < 0:  # a chunk-size line
                     end = buf.find(b"\r\n", pos)
                     if end < 0:
-                        if len(buf) - pos > 1024:
+                        if size - pos > 1024:
                             raise _bad("chunk size line too long")
                         return
-                    size = bytes(buf[pos:end]).split(b";", 1)[0].strip()
                     try:
-                        self._left = int(size, 16)
-                    except ValueError:
-                        raise _bad(f"bad chunk size {size[:20]!r}") from None
+                        left = int(buf[pos:end], 16)
+                    except ValueError:  # an extension (`;name=value`), or not a size at all
+                        left = _chunk_size(bytes(buf[pos:end]))
+                    if left < 0:
+                        raise _bad(f"bad chunk size {bytes(buf[pos:end])[:20]!r}")
                     pos = end + 2
-                    if self._left == 0:
-                        self._trailer = True
+                    if left == 0:
+                        self._left, self._trailer = 0, True
                         continue
-                    self._left += 2  # the chunk's closing CRLF
-                take = min(self._left, len(buf) - pos)
-                self._left -= take
-                data = take - max(0, 2 - self._left)  # what is not the closing CRLF
+                    left += 2  # the chunk's closing CRLF
+                take = left if left <= size - pos else size - pos
+                left -= take
+                data = take if left >= 2 else take - 2 + left  # what is not the closing CRLF
                 if data > 0:
                     pieces.append(bytes(buf[pos:pos + data]))
                 pos += take
-                if self._left == 0:
-                    self._left = -1
+                self._left = left if left else -1
         finally:  # also before a malformed chunk: what came before it is delivered, as it came
             if pos:
                 del buf[:pos]
@@ -227,6 +228,15 @@ class _Conn(asyncio.Protocol):
             self._body.paused = False
             self.transport.resume_reading()
         self.client._release(self)
+
+
+def _chunk_size(line: bytes) -> int:
+    """A chunk-size line with an extension (`1a;name=value`); Malformed if it is not a size."""
+    size = line.split(b";", 1)[0].strip()
+    try:
+        return int(size, 16)
+    except ValueError:
+        raise _bad(f"bad chunk size {size[:20]!r}") from None
 
 
 class Malformed(aiohttp.ClientConnectionError):

@@ -142,6 +142,19 @@ async def test_many_chunks_in_one_read_and_a_bad_one_after_them():
         assert b"".join(got) == b"firstsecond"
 
 
+@pytest.mark.parametrize("size_line, ok", [(b"5;name=value", True), (b"5 ; x", True), (b" 5 ", True),
+                                            (b"-5", False), (b"5;", True), (b";5", False), (b"", False)])
+async def test_chunk_size_lines_with_extensions_and_bad_ones(size_line, ok):
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size_line + b"\r\nhello\r\n0\r\n\r\n")
+    async with talking(lambda head, body: answer) as (server, base, client):
+        resp = await client.request("GET", base + "/")
+        if ok:
+            assert await resp.read() == b"hello"
+        else:
+            with pytest.raises(aiohttp.ClientPayloadError, match="chunk size"):
+                await resp.read()
+
+
 @contextlib.asynccontextmanager
 async def gated(before: bytes, after: bytes):
     """A server that answers `before`, waits for the gate, then sends `after` and closes; yields
