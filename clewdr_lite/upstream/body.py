@@ -36,6 +36,12 @@ class Pieces:
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future | None = None
+        # next()'s idle deadline: one timer per body, moved on lazily, not one per wait (a stream
+        # of paced events waits once an event; a timer each cost more than the event's own work)
+        self._reading: asyncio.Future | None = None  # the waiter of a next() that waits
+        self._deadline = 0.0
+        self._idle: asyncio.TimerHandle | None = None
+        self._idle_at = 0.0  # when the armed timer fires
 
     # -- the transport's side
     def put(self, data: bytes) -> bool:
@@ -47,11 +53,13 @@ class Pieces:
 
     def end(self) -> None:
         self._done = True
+        self._disarm()
         self._wake()
 
     def fail(self, exc: BaseException) -> None:
         if not self._done:
             self._error, self._done = exc, True
+            self._disarm()
             self._wake()
 
     def _wake(self) -> None:
@@ -85,16 +93,17 @@ class Pieces:
                 if self._error is not None:
                     raise self._error
                 return None
-            self._waiter = waiter = self.loop.create_future()
-            timer = self.loop.call_later(idle_timeout, expire, waiter)
+            self._waiter = self._reading = waiter = self.loop.create_future()
+            self._deadline = deadline = self.loop.time() + idle_timeout
+            if self._idle is None or self._idle_at > deadline:  # none armed, or armed too late
+                self._arm(deadline)
             try:
                 await waiter
             except asyncio.TimeoutError:
                 self.abort()
                 raise aiohttp.ServerTimeoutError("Timeout on reading data from socket") from None
             finally:
-                timer.cancel()
-                self._waiter = None
+                self._waiter = self._reading = None
         # everything that arrived since the last read, in one piece: a burst of small chunks costs
         # the relay one write, not one per chunk
         piece = b"".join(self._pieces)  # one piece comes back as it is, not copied
@@ -113,8 +122,32 @@ class Pieces:
     def _caught_up(self) -> None:
         """Everything that arrived was read: a paused transport may go on."""
 
+    def _arm(self, when: float) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle, self._idle_at = self.loop.call_at(when, self._idle_check), when
+
+    def _idle_check(self) -> None:
+        """The idle timer: a read that has waited its whole idle time fails; one that began later
+        (the deadline moved on since the timer was armed) gets the timer again."""
+        self._idle = None
+        waiter = self._reading
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms it again
+        if self._deadline > self.loop.time():
+            self._arm(self._deadline)
+        else:
+            waiter.set_exception(asyncio.TimeoutError())
+
+    def _disarm(self) -> None:
+        """The body is over: its timer must not keep it in the loop's heap until it is due."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
     def abort(self) -> None:
         """Give up on the rest."""
+        self._disarm()
         if not self._done:
             self._done = True
             self._error = aiohttp.ClientPayloadError("response closed before its end")

@@ -1,0 +1,80 @@
+"""upstream/body.Pieces: an answer's body as the lean clients hand it over, and its idle deadline."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from clewdr_lite.upstream import body
+
+
+def _count_idle_timers(monkeypatch, loop) -> list:
+    """The times of the idle timers the body module arms on `loop` (whatever it names them)."""
+    armed, real = [], loop.call_at
+
+    def counting(when, callback, *args, **kwargs):
+        if getattr(callback, "__func__", callback).__module__ == body.__name__:
+            armed.append(when)
+        return real(when, callback, *args, **kwargs)
+    monkeypatch.setattr(loop, "call_at", counting)
+    return armed
+
+
+async def test_a_paced_body_longer_than_its_idle_time_is_read_whole_on_one_timer(monkeypatch):
+    """Six waits 50 ms apart under a 0.5 s idle deadline: the deadline moves with each piece
+    and one timer serves them all (a timer per wait cost more than a streamed event's own work);
+    the body's end leaves no timer behind."""
+    loop = asyncio.get_running_loop()
+    pieces = body.Pieces(loop)
+    armed = _count_idle_timers(monkeypatch, loop)
+
+    async def produce():
+        for n in range(6):
+            await asyncio.sleep(0.05)
+            pieces.put(b"%d" % n)
+        pieces.end()
+    producer = asyncio.ensure_future(produce())
+    got = []
+    while (piece := await pieces.next(0.5)) is not None:
+        got.append(piece)
+    await producer
+    assert b"".join(got) == b"012345" and len(got) == 6  # six waits
+    assert 1 <= len(armed) <= 2  # one timer (two if this machine stalled past the deadline)
+    assert pieces._idle is None
+
+
+async def test_the_idle_deadline_counts_from_the_last_piece_and_still_expires():
+    """Pieces keep coming for longer than the idle time: no timeout; then silence: a timeout,
+    and the body is given up."""
+    loop = asyncio.get_running_loop()
+    pieces = body.Pieces(loop)
+
+    async def produce():
+        for _ in range(5):
+            await asyncio.sleep(0.04)
+            pieces.put(b"x")
+    producer = asyncio.ensure_future(produce())
+    got = b""
+    started = loop.time()
+    with pytest.raises(aiohttp.ServerTimeoutError):
+        while True:
+            got += await pieces.next(0.15)
+    await producer
+    assert got == b"xxxxx"
+    assert loop.time() - started >= 0.2 + 0.15 - 0.02  # the last piece, then a whole idle time
+    assert pieces._done and pieces._idle is None
+
+
+async def test_a_look_ahead_wait_is_not_taken_for_an_idle_read():
+    """wait() (the hold's look-ahead) has its own timeout; the read's idle timer, still armed
+    from an earlier read, leaves it alone."""
+    loop = asyncio.get_running_loop()
+    pieces = body.Pieces(loop)
+    loop.call_later(0.01, pieces.put, b"a")
+    assert await pieces.next(0.05) == b"a"  # the read waited: its timer is armed for 0.05 s
+    assert pieces._idle is not None
+    assert await pieces.wait(0.15) is False  # outlives that timer; nothing arrived, no error
+    pieces.put(b"b")
+    assert await pieces.next(0.05) == b"b"
