@@ -274,7 +274,7 @@ class SSEDecoder:
             if at >= 0:
                 first = at
         skip = chunk.rfind(b"\n\n", 0, first) + 2  # the end of the last whole event before it
-        if skip < 2 or b"\nid:" in chunk[:skip] or chunk.startswith(b"id:"):
+        if skip < 2 or chunk.find(b"\nid:", 0, skip) >= 0 or chunk.startswith(b"id:"):
             return self.feed(chunk)
         return self.feed(chunk[skip:]) if skip < len(chunk) else []
 
