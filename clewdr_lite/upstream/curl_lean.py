@@ -167,36 +167,6 @@ def header_lines(headers, body: bytes | None) -> list[bytes]:
     return lines
 
 
-class _CurlLoop:
-    """The event loop as the multi handle's callbacks see it, with one change: libcurl's "no
-    timeout" (-1 ms) cancels the timer. curl_cffi's timer_function turns it into a timer due at
-    once, which then runs a socket_action that finds nothing to do: two per claude.ai request."""
-
-    __slots__ = ("_loop", "_call_later", "add_reader", "remove_reader", "add_writer", "remove_writer",
-                 "create_future", "call_soon")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop, self._call_later = loop, loop.call_later
-        for name in self.__slots__[2:]:
-            setattr(self, name, getattr(loop, name))
-
-    def call_later(self, delay: float, callback, *args):
-        if delay < 0:
-            return None  # curl_cffi cancelled the previous timer already; it keeps None as "no timer"
-        return self._call_later(delay, callback, *args)
-
-    def __getattr__(self, name: str):
-        return getattr(self._loop, name)
-
-
-def _multi(loop: asyncio.AbstractEventLoop):
-    """curl_cffi's multi handle on `loop`, its timers as libcurl asks (_CurlLoop)."""
-    from curl_cffi import AsyncCurl
-    acurl = AsyncCurl(loop=loop)
-    acurl.loop = _CurlLoop(acurl.loop)
-    return acurl
-
-
 class LeanCurl:
     """Impersonating easy handles configured once, on one multi handle of our own."""
 
@@ -291,7 +261,8 @@ class LeanCurl:
         if loop is None:  # a client lives on the loop it first ran on (so does its multi handle)
             self._loop = loop = asyncio.get_running_loop()
         if self._acurl is None:
-            self._acurl = _multi(loop)
+            from curl_cffi import AsyncCurl
+            self._acurl = AsyncCurl(loop=loop)
         curl = self._idle.pop() if self._idle else self._new_handle()
         transfer = _Transfer(self, curl, loop)
         try:

@@ -366,29 +366,6 @@ async def test_every_way_a_call_ends_frees_its_header_list(upstream, lean, monke
     assert len(transfers) == 4 and all(t.header_list == ffi.NULL for t in transfers)
 
 
-async def test_libcurls_no_timeout_sets_no_timer(upstream, lean, monkeypatch):
-    """libcurl's -1 ms means "no timer"; curl_cffi made it a timer due at once, whose socket_action
-    found nothing to do. Each call now takes one timer kick (libcurl's 0 ms, to start it), no more."""
-    from curl_cffi import aio
-
-    kicks, process = [], aio.AsyncCurl.process_data
-
-    def counted(self, sockfd, bitmask):
-        if sockfd == -1:  # CURL_SOCKET_TIMEOUT: a timer fired
-            kicks.append(sockfd)
-        return process(self, sockfd, bitmask)
-    monkeypatch.setattr(aio.AsyncCurl, "process_data", counted)
-    for _ in range(5):
-        resp = await lean.request("POST", upstream.origin + "/echo", headers={}, json={"a": 1})
-        assert (await resp.json())["method"] == "POST"
-    assert len(kicks) <= 5  # curl_cffi alone: 9 (a kick per call, and one per -1)
-    loop, ran = asyncio.get_running_loop(), []
-    assert curl_lean._CurlLoop(loop).call_later(-0.001, ran.append, 1) is None
-    curl_lean._CurlLoop(loop).call_later(0, ran.append, 2)
-    await asyncio.sleep(0.01)
-    assert ran == [2]
-
-
 async def test_closing_a_stream_early_ends_the_upstream_transfer_at_once(upstream, lean):
     """A client that leaves frees its upstream now (the session's close waited for the whole answer)."""
     resp = await lean.request("GET", upstream.origin + "/endless", headers={})
