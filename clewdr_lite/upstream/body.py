@@ -146,8 +146,9 @@ class Pieces:
             self._idle = None
 
     def abort(self) -> None:
-        """Give up on the rest."""
+        """Give up on the rest; a read that waits fails now (with no timer left, it would not)."""
         self._disarm()
         if not self._done:
             self._done = True
             self._error = aiohttp.ClientPayloadError("response closed before its end")
+            self._wake()

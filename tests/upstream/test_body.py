@@ -78,3 +78,16 @@ async def test_a_look_ahead_wait_is_not_taken_for_an_idle_read():
     assert await pieces.wait(0.15) is False  # outlives that timer; nothing arrived, no error
     pieces.put(b"b")
     assert await pieces.next(0.05) == b"b"
+
+
+async def test_a_read_that_waits_when_the_body_is_given_up_fails_at_once():
+    """abort() from elsewhere (the response closed) ends a waiting read with the error now, not
+    after the idle time (its timer is gone with the body)."""
+    loop = asyncio.get_running_loop()
+    pieces = body.Pieces(loop)
+    loop.call_later(0.05, pieces.abort)
+    started = loop.time()
+    with pytest.raises(aiohttp.ClientPayloadError, match="closed before its end"):
+        await pieces.next(30)
+    assert loop.time() - started < 5
+    assert pieces._idle is None
