@@ -24,7 +24,7 @@ from clewdr_lite.protocol import claude_web as web
 from clewdr_lite.protocol.claude_web_account import REASON_EFFECT
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
-from clewdr_lite.protocol.sse import SSEDecoder, loads
+from clewdr_lite.protocol.sse import SSEDecoder, loads, loads_bytes
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, note_credential
 from clewdr_lite.upstream.relay import EarlyError, hold_events, new_msg_id
 
@@ -113,7 +113,7 @@ class ClaudeWeb:
     async def call_json(self, method: str, path: str, cookie: str, referer: str, json_body=None):
         resp = await self._call(method, path, cookie, referer, json_body=json_body)
         try:
-            return json.loads(await resp.read() or b"null")
+            return loads_bytes(await resp.read() or b"null")
         except (ValueError, *TRANSPORT_ERRORS) as exc:
             raise AttemptFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamUnavailable(
                 f"claude.ai sent an unreadable answer to {path}"))) from exc

@@ -38,12 +38,14 @@ PAUSE_CONTINUE = 0
 # libcurl's option numbers for what each call sets (CurlOpt's values; fixed by libcurl's ABI)
 _URL, _POSTFIELDS, _POSTFIELDSIZE, _HTTPGET = 10002, 10015, 60, 80
 _CUSTOMREQUEST, _HTTPHEADER, _HTTPPROXYTUNNEL = 10036, 10023, 61
-_NULL = _ONE = _ZERO = None  # cffi values, made with curl_cffi's ffi on first use (lazy import)
+# curl_cffi's ffi and lib and cffi values made with them, set by the first LeanCurl (lazy import)
+_ffi = _lib = _NULL = _ONE = _ZERO = None
 
 
 def _cffi_constants() -> None:
-    global _NULL, _ONE, _ZERO
-    from curl_cffi import ffi
+    global _ffi, _lib, _NULL, _ONE, _ZERO
+    from curl_cffi import ffi, lib
+    _ffi, _lib = ffi, lib
     _NULL, _ONE, _ZERO = ffi.NULL, ffi.new("long*", 1), ffi.new("long*", 0)
 
 
@@ -79,8 +81,7 @@ class _Transfer(Pieces):
     def free(self) -> None:
         """The request's header list, once libcurl is done with the transfer."""
         if self.header_list != _NULL:
-            from curl_cffi import lib
-            lib.curl_slist_free_all(self.header_list)
+            _lib.curl_slist_free_all(self.header_list)
             self.header_list = _NULL
 
     # -- curl's callbacks: inside socket_action, on the loop's thread
@@ -227,25 +228,25 @@ class LeanCurl:
         its per-call work (two dict literals, an enum division, a type dispatch). Only the callbacks
         go through `Curl.setopt`, which keeps their handles.
         """
-        from curl_cffi import CurlOpt, ffi, lib
-        handle, setopt = curl._curl, lib._curl_easy_setopt
+        from curl_cffi import CurlOpt
+        handle, setopt = curl._curl, _lib._curl_easy_setopt
         failed = setopt(handle, _URL, url.encode())
         if method == "POST" or body is not None or method in ("PUT", "PATCH"):
             data = transfer.sent = body or b""  # libcurl reads the body in place: kept to the end
             failed |= setopt(handle, _POSTFIELDS, data)  # a POST from here on
-            failed |= setopt(handle, _POSTFIELDSIZE, ffi.new("long*", len(data)))
+            failed |= setopt(handle, _POSTFIELDSIZE, _ffi.new("long*", len(data)))
         else:
             failed |= setopt(handle, _HTTPGET, _ONE)  # back to a GET after a POST
         if method not in ("GET", "POST"):
             failed |= setopt(handle, _CUSTOMREQUEST, method.encode())
             self._custom.add(curl)
         elif curl in self._custom:
-            failed |= setopt(handle, _CUSTOMREQUEST, ffi.NULL)
+            failed |= setopt(handle, _CUSTOMREQUEST, _NULL)
             self._custom.discard(curl)
         if self.proxy and not self.proxy.startswith("socks"):
             failed |= setopt(handle, _HTTPPROXYTUNNEL, _ONE if url.startswith("https:") else _ZERO)
         for line in header_lines(headers or {}, body):  # the transfer's list, freed when it ends
-            transfer.header_list = lib.curl_slist_append(transfer.header_list, line)
+            transfer.header_list = _lib.curl_slist_append(transfer.header_list, line)
         failed |= setopt(handle, _HTTPHEADER, transfer.header_list)
         if failed:
             raise aiohttp.ClientConnectionError(f"curl refused the call's options (code {failed})")
@@ -288,12 +289,11 @@ class LeanCurl:
         del self._running[curl]
         self._acurl.remove_handle(curl)
 
-    def release(self, curl, transfer: _Transfer | None = None) -> None:
+    def release(self, curl, transfer: _Transfer) -> None:
         """A handle whose transfer is over: its per-call buffers go, the handle is kept for reuse."""
-        if transfer is not None:
-            if self._running.get(curl) is transfer:
-                del self._running[curl]
-            transfer.free()
+        if self._running.get(curl) is transfer:
+            del self._running[curl]
+        transfer.free()
         curl.clean_handles_and_buffers()  # the callbacks of the call
         if self._closed or len(self._idle) >= IDLE_HANDLES:
             self._custom.discard(curl)

@@ -7,7 +7,6 @@ the answer back to hub events (conversions.md §6–§8).
 
 from __future__ import annotations
 
-import json
 from typing import Mapping
 
 from clewdr_lite import errors
@@ -15,7 +14,7 @@ from clewdr_lite.protocol import openai_upstream as ou
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.providers import quirks_for
-from clewdr_lite.protocol.sse import SSEDecoder, loads
+from clewdr_lite.protocol.sse import SSEDecoder, loads, loads_bytes
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain
 from clewdr_lite.upstream.keyed import KeyedProvider, KeyFailed
 from clewdr_lite.upstream.relay import (LOST, EarlyError, converted_events, hold_events, new_msg_id,
@@ -90,7 +89,7 @@ class OpenAICompat(KeyedProvider):
                     raise KeyFailed(exc.outcome) from None
             raw = await drain(resp)
             try:
-                data = json.loads(raw)
+                data = loads_bytes(raw)
             except ValueError:
                 raise KeyFailed(ue.Outcome(ue.TRANSIENT, errors.UpstreamError(
                     f"{self.provider.name} sent an unreadable answer"))) from None

@@ -168,22 +168,16 @@ class _Conn(asyncio.Protocol):
     def _chunks(self, buf: bytearray, body: "_Body") -> None:
         """Parse the chunks that arrived: what they carry goes to the body as one piece, and the
         bytes they took leave the buffer at once (a stream of small events is many chunks a read)."""
-        pos, pieces, size = 0, [], len(buf)
+        pos, pieces, size, ended = 0, [], len(buf), False
         try:
             while pos < size:
                 if self._trailer:  # after the last chunk: trailer lines until an empty one
                     end = buf.find(b"\r\n", pos)
                     if end < 0:
                         return
-                    last, pos = end == pos, end + 2
-                    if last:
-                        del buf[:pos]
-                        pos = 0
-                        if pieces:  # the body's end comes after its data
-                            body.feed(b"".join(pieces))
-                            pieces = []
-                        self._finish()
-                        return
+                    ended, pos = end == pos, end + 2
+                    if ended:
+                        break
                     continue
                 left = self._left
                 if left < 0:  # a chunk-size line
@@ -215,6 +209,8 @@ class _Conn(asyncio.Protocol):
                 del buf[:pos]
             if pieces:
                 body.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if ended:  # after its data, and with only what follows the answer left in the buffer
+            self._finish()
 
     def _finish(self) -> None:
         self._mode = "done"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +21,9 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench.procs import cpu_seconds, free_port, post_once  # noqa: E402
+from tests.bench.procs import ROOT, Server, cpu_seconds, free_port, start_upstream, target_argv  # noqa: E402
 from tests.bench.run import ANTHROPIC, _messages, proxy_config  # noqa: E402
 from tests.bench.upstream import CHUNKS  # noqa: E402
 
@@ -60,30 +57,21 @@ def main() -> None:
     args = parser.parse_args()
     body = _messages("bench-model", f"pace:{args.pace}", stream=True)
     folder = Path(tempfile.mkdtemp(prefix="clewdr-paced-"))
-    upstream = subprocess.Popen([sys.executable, str(ROOT / "tests/bench/upstream.py")], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, cwd=ROOT)
+    upstream, origins = start_upstream(folder)
     servers = {}
     try:
-        origins = json.loads(upstream.stdout.readline())
         config = proxy_config(folder, origins["api"], origins["web"])
-        for name in ("relay", "clewdr-lite"):
+        for name, target in (("relay", "relay"), ("clewdr-lite", "proxy")):
             port = free_port()
-            argv = ([sys.executable, str(ROOT / "tests/bench/relay.py"), str(port), origins["api"]] if name == "relay"
-                    else [sys.executable, "-m", "clewdr_lite", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)])
-            servers[name] = (subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
-        for process, port in servers.values():
-            for _ in range(200):
-                try:
-                    post_once(port, PATH, body, ANTHROPIC, timeout=10)
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            servers[name] = Server(name, target_argv(target, port, api=origins["api"], config=config), port,
+                                   log=folder / f"{target}.log", cwd=ROOT)
+            servers[name].start((PATH, body, ANTHROPIC))
         totals = {name: [0.0, 0] for name in servers}
         for _ in range(args.rounds):  # interleaved: a busy spell of the host falls on both
-            for name, (process, port) in servers.items():
-                before = cpu_seconds(process.pid)
-                read = asyncio.run(_drive(port, body, args.streams, args.seconds))
-                totals[name][0] += cpu_seconds(process.pid) - before
+            for name, server in servers.items():
+                before = cpu_seconds(server.pid)
+                read = asyncio.run(_drive(server.port, body, args.streams, args.seconds))
+                totals[name][0] += cpu_seconds(server.pid) - before
                 totals[name][1] += read
         print(f"{EVENTS} events {args.pace} ms apart, {args.streams} streams at once, {args.rounds} rounds")
         print("| target | CPU ms per stream | CPU µs per event | streams |")
@@ -93,9 +81,10 @@ def main() -> None:
             print(f"| {name} | {per[name] * 1000:.3f} | {per[name] / EVENTS * 1e6:.1f} | {count:,} |")
         print(f"| ratio | {per['clewdr-lite'] / per['relay']:.2f}× | | |")
     finally:
-        for process, _ in servers.values():
-            process.terminate()
+        for server in servers.values():
+            server.stop()
         upstream.terminate()
+        upstream.wait()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -137,3 +138,17 @@ class Server:
 
 def python(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+def start_upstream(folder: Path) -> tuple[subprocess.Popen, dict]:
+    """The fake upstream (tests/bench/upstream.py), its log in `folder`: (process, {"api", "web"} origins)."""
+    upstream = subprocess.Popen(python(str(ROOT / "tests/bench/upstream.py")), stdout=subprocess.PIPE,
+                                stderr=open(folder / "upstream.log", "wb"), cwd=ROOT)
+    return upstream, json.loads(upstream.stdout.readline())
+
+
+def target_argv(target: str, port: int, *, api: str, config: Path) -> list[str]:
+    """How the bare relay ("relay") or clewdr-lite ("proxy", on `config`) is started on `port`."""
+    if target == "relay":
+        return python(str(ROOT / "tests/bench/relay.py"), str(port), api)
+    return python("-m", "clewdr_lite", "-c", str(config), "--host", "127.0.0.1", "--port", str(port))

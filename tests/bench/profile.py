@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench import load  # noqa: E402
-from tests.bench.procs import ROOT, Server, cpu_seconds, free_port, python, thread_cpu  # noqa: E402
+from tests.bench.procs import ROOT, Server, cpu_seconds, free_port, start_upstream, target_argv, thread_cpu  # noqa: E402
 
 LOOP_THREAD = "MainThread"
 
@@ -135,15 +134,12 @@ def main() -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="clewdr-profile-"))
     raw = args.raw or folder / "samples.txt"
-    upstream = subprocess.Popen(python(str(ROOT / "tests/bench/upstream.py")), stdout=subprocess.PIPE,
-                                stderr=open(folder / "upstream.log", "wb"), cwd=ROOT)
+    upstream, origins = start_upstream(folder)
     server = None
     try:
-        origins = json.loads(upstream.stdout.readline())
         port = free_port()
-        argv = (python("-m", "clewdr_lite", "-c", str(proxy_config(folder, origins["api"], origins["web"])),
-                       "--host", "127.0.0.1", "--port", str(port)) if args.target == "proxy"
-                else python(str(ROOT / "tests/bench/relay.py"), str(port), origins["api"]))
+        argv = target_argv(args.target, port, api=origins["api"],
+                           config=proxy_config(folder, origins["api"], origins["web"]))
         server = Server(args.target, argv, port, log=folder / "server.log", cwd=ROOT)
         path, body, headers = CASES[args.case]
         server.start((path, body, headers))

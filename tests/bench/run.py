@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench import load, streams  # noqa: E402
-from tests.bench.procs import MIB, ROOT, RssSampler, Server, cpu_seconds, free_port, has_module, python, rss  # noqa: E402
+from tests.bench.procs import (MIB, ROOT, RssSampler, Server, cpu_seconds, free_port, has_module, python, rss,  # noqa: E402
+                               start_upstream, target_argv)
 from tests.bench.upstream import COOKIES  # noqa: E402
 from tests.conftest import make_cookie  # noqa: E402
 
@@ -302,21 +302,17 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
     folder = Path(tempfile.mkdtemp(prefix="clewdr-bench-"))
-    upstream = subprocess.Popen(python(str(ROOT / "tests/bench/upstream.py")), stdout=subprocess.PIPE,
-                                stderr=open(folder / "upstream.log", "wb"), cwd=ROOT)
+    upstream, origins = start_upstream(folder)
     try:
-        origins = json.loads(upstream.stdout.readline())
         api = origins["api"]
         config = proxy_config(folder, api, origins["web"])
         print(f"machine: {machine()}\nfigures in {folder}", flush=True)
         results = {"machine": machine()}
-        argv = {"relay": lambda port: python(str(ROOT / "tests/bench/relay.py"), str(port), api),
-                "proxy": lambda port: python("-m", "clewdr_lite", "-c", str(config), "--host", "127.0.0.1",
-                                             "--port", str(port))}
         servers = {}
-        for name, make in argv.items():
+        for name in ("relay", "proxy"):
             port = free_port()
-            servers[name] = Server(name, make(port), port, log=folder / f"{name}.log", cwd=ROOT)
+            servers[name] = Server(name, target_argv(name, port, api=api, config=config), port,
+                                   log=folder / f"{name}.log", cwd=ROOT)
         floors = {}
         try:
             results.update(start_all(servers))
