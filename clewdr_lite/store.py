@@ -2,8 +2,9 @@
 
 One writer thread owns the write connection. `record()` only appends a row to an in-memory queue;
 the thread commits whatever is queued in ONE transaction at most about once per `batch_s` (sooner
-at `batch_rows` rows, on `flush()` or `close()`), so an SD card or phone flash sees one small write
-a second, not one per request. Reads use a second connection (WAL lets it read while the writer
+on `flush()` or `close()`, or when `batch_rows` rows wait: then those rows, as one INSERT statement
+that is its own transaction), so an SD card or phone flash sees one small write a second, not one
+per request. Reads use a second connection (WAL lets it read while the writer
 writes); they block, so the server calls them and `close()` via `asyncio.to_thread` (it opens
 the store before it listens, when blocking the loop keeps no request waiting).
 Under `no_fs` (path None or ":memory:") the database lives in memory and, since a private memory
@@ -30,6 +31,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,8 +93,6 @@ def _v1(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
 
-INSERT_REQUEST = (f"INSERT INTO requests (id, {', '.join(NAMES)}) "
-                  f"VALUES ({', '.join('?' * (len(NAMES) + 1))})")
 CACHE_KIB = -512  # page cache per connection (negative: KiB); appends and the admin's reads need little
 # sqlite3 looks up an adapter for every None it binds and, finding none, builds and discards an
 # AttributeError (type(None) is not a type it binds directly): ~3,000 instructions per NULL, five
@@ -101,14 +101,18 @@ sqlite3.register_adapter(type(None), {}.get)
 MAX_CHUNK = 256  # rows per INSERT statement at most (fewer when SQLite allows fewer parameters)
 
 
-def chunk_sizes(count: int, largest: int) -> list[int]:
-    """`count` rows as INSERT statements of power-of-two sizes up to `largest` (a power of two).
+def chunk_sizes(count: int, largest: int, whole: int = 0) -> list[int]:
+    """`count` rows as INSERT statements of power-of-two sizes up to `largest` (a power of two);
+    a count of exactly `whole` rows (a full batch, when within `largest`) is one statement.
 
     executemany() runs a statement per row, and sqlite3 releases and retakes the GIL around each
     step: with the event loop busy, every retake waits for the loop's thread to let go (gateway.md
-    §11.3 says logging must never slow requests). A batch of 200 rows is three statements here
-    (128 + 64 + 8), and the few sizes keep their prepared statements in sqlite3's cache.
+    §11.3 says logging must never slow requests). A batch of 200 rows is one statement here, other
+    counts a few (100 = 64 + 32 + 4), and the few sizes keep their prepared statements in sqlite3's
+    cache.
     """
+    if count and count == whole <= largest:
+        return [count]
     sizes = []
     while count:
         size = min(largest, 1 << (count.bit_length() - 1))
@@ -117,11 +121,14 @@ def chunk_sizes(count: int, largest: int) -> list[int]:
     return sizes
 
 
-@functools.lru_cache(maxsize=16)
-def insert_rows_sql(count: int) -> str:
-    """One INSERT of `count` request rows."""
-    row = "(" + ", ".join("?" * (len(NAMES) + 1)) + ")"
-    return INSERT_REQUEST.rsplit("VALUES", 1)[0] + "VALUES " + ", ".join([row] * count)
+@functools.lru_cache(maxsize=32)
+def insert_rows_sql(count: int, ids: bool = True) -> str:
+    """One INSERT of `count` request rows; without `ids`, SQLite numbers them (the next ids in turn)."""
+    columns = ("id", *NAMES) if ids else NAMES
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO requests ({', '.join(columns)}) VALUES " + ", ".join([row] * count)
+
+
 INSERT_BODY = "INSERT OR REPLACE INTO request_bodies VALUES (?, ?, ?, ?)"
 UPSERT_SPEND = """INSERT INTO client_key_usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key_id, period_start) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd,
@@ -492,8 +499,7 @@ class Store:
             delay = self._last_commit + self.batch_s - time.monotonic()
             if delay > 0:
                 self._cond.wait_for(self._urgent, timeout=delay)
-            items = self._carry + list(self._queue)
-            self._queue.clear()
+            items = self._take()
             until_prune = self._next_prune - self._clock()
             # a wall clock set back by more than an interval must not postpone pruning for days
             prune = self._prune_wanted or not 0 < until_prune <= self._retention_s
@@ -505,33 +511,30 @@ class Store:
         with self._cond:
             return not (self._stopping and not self._queue and not self._carry)
 
+    def _take(self) -> list:
+        """The rows to write now (call with `_cond` held): a full batch when more wait, so a busy
+        gateway writes batches of exactly `batch_rows` rows (one statement each); else all."""
+        queue = self._queue
+        if self._carry or len(queue) <= self._batch_rows:
+            items = self._carry + list(queue)
+            queue.clear()
+            return items
+        return [queue.popleft() for _ in range(self._batch_rows)]
+
     def _write(self, items: list) -> None:
         """Commit the rows in one transaction; on failure keep them for the next cycle."""
         rows, bodies, spend = self._prepare(items)
+        sizes = chunk_sizes(len(rows), self._chunk, self._batch_rows)
         started = time.monotonic()
         conn = self._wconn
         try:
             with self._wlock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0]
-                    # ids are given here, so kept bodies can share their row's id
-                    start = 0
-                    for size in chunk_sizes(len(rows), self._chunk):
-                        values = []
-                        for n in range(start, start + size):
-                            values.append(base + n + 1)
-                            values.extend(rows[n])
-                        conn.execute(insert_rows_sql(size), values)
-                        start += size
-                    if bodies:
-                        conn.executemany(INSERT_BODY, [(base + n, *body) for n, *body in bodies])
-                    if spend:
-                        conn.executemany(UPSERT_SPEND, spend)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    _rollback(conn)
-                    raise
+                if len(sizes) == 1 and not bodies and not spend:
+                    # one statement is a transaction of its own: BEGIN, the base id and COMMIT
+                    # would each give the GIL away and wait to get it back from a busy loop
+                    conn.execute(insert_rows_sql(sizes[0], ids=False), list(chain.from_iterable(rows)))
+                else:
+                    self._transaction(conn, rows, sizes, bodies, spend)
         except sqlite3.Error as exc:
             self._last_commit = time.monotonic()
             self._failed(items, exc)
@@ -544,6 +547,33 @@ class Store:
             self._last_batch_ms = (self._last_commit - started) * 1000
             self._done = max(self._done, items[-1][0])
             self._cond.notify_all()
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, rows: list, sizes: list, bodies: list, spend: list) -> None:
+        """Several statements in one transaction: rows in chunks, kept bodies, spend upserts."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # with bodies the ids are given here, so kept bodies can share their row's id
+            base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0] if bodies else None
+            start = 0
+            for size in sizes:
+                if base is None:
+                    values = list(chain.from_iterable(rows[start:start + size]))
+                else:
+                    values = []
+                    for n in range(start, start + size):
+                        values.append(base + n + 1)
+                        values.extend(rows[n])
+                conn.execute(insert_rows_sql(size, ids=base is not None), values)
+                start += size
+            if bodies:
+                conn.executemany(INSERT_BODY, [(base + n, *body) for n, *body in bodies])
+            if spend:
+                conn.executemany(UPSERT_SPEND, spend)
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
 
     def _prepare(self, items: list) -> tuple[list, list, list]:
         """Coerced log rows, kept bodies (row number first) and the batch's spend upserts."""

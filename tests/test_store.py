@@ -224,6 +224,29 @@ def test_a_full_batch_is_written_without_waiting_for_the_interval(open_store):
     assert s.stats()["batches"] == 2
 
 
+def test_a_busy_store_writes_each_full_batch_as_one_statement(open_store):
+    # BEGIN, the base id and COMMIT would each hand the GIL to a busy loop and wait for it back
+    s = open_store(batch_s=3600, batch_rows=200)
+    s.record(row(request_id="first", client_key_id=None))
+    s.flush()  # the next batch is due in an hour, unless 200 rows wait
+    statements: list[str] = []
+    s._wconn.set_trace_callback(statements.append)
+    for n in range(450):
+        s.record(row(request_id=f"r{n}", client_key_id=None))
+    with s._cond:  # two full batches go at once; the 50 left wait for the interval
+        assert s._cond.wait_for(lambda: s._counts["writes"] == 401, timeout=10)
+        assert len(s._queue) == 50 and s._counts["batches"] == 3
+    s.flush()
+    s._wconn.set_trace_callback(None)
+    assert [q.split(" (", 1)[0] for q in statements] == (
+        ["INSERT INTO requests"] * 2  # a full batch: one statement, a transaction of its own
+        + ["BEGIN IMMEDIATE"] + ["INSERT INTO requests"] * 3 + ["COMMIT"])  # 50 rows: 32 + 16 + 2
+    assert [statements[n].count("'r") for n in (0, 1)] == [200, 200]
+    assert [s.get(i)["request_id"] for i in (1, 2, 201, 202, 401, 402, 451)] == \
+        ["first", "r0", "r199", "r200", "r399", "r400", "r449"]
+    assert s.stats()["rows"] == 451 and s.stats()["batches"] == 4
+
+
 def test_flush_waits_until_everything_recorded_is_committed(open_store, tmp_path):
     s = open_store(batch_s=3600)
     s.flush()  # nothing queued: returns at once
