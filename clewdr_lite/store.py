@@ -242,9 +242,8 @@ _READY = tuple(frozenset({{"text": str, "int": int, "real": float}[kind], type(N
 _NULLABLE = tuple(fallback is None for _, _, fallback in COLUMNS)
 _VALUES = operator.itemgetter(*NAMES)
 _REALS = operator.itemgetter(*(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "real"))
-_INTS = operator.itemgetter(*(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "int"))
-_NOT_NONE = functools.partial(operator.is_not, None)
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1  # SQLite's INTEGER
+_STATUS, _ERROR_TYPE = NAMES.index("status"), NAMES.index("error_type")
 _TYPED: set[tuple] = set()  # column type signatures known to be stored as they are
 _TYPED_MAX = 256
 
@@ -260,22 +259,29 @@ def _typed(types: tuple) -> bool:
     return ok
 
 
-def row_values(record: dict) -> tuple:
-    """A log row's values in column order, each as its column's type (see _coerce).
+def row_values(record: dict | tuple) -> tuple:
+    """A log row's values in column order, each as its column's type (see _coerce), but for an int
+    beyond SQLite's INTEGER: that fails the bind, and the writer then coerces its batch (`coerced`).
 
-    Rows the proxy makes are complete and typed: their column types form one of a few known
-    signatures (one set lookup), and only the real and int values are checked, in C; the writer
-    shares the GIL with the event loop, so no Python loop runs over the columns. An odd or
-    incomplete row pays for coercing value by value.
+    Rows the proxy makes are tuples, complete and typed: their column types form one of a few known
+    signatures (one set lookup), and only the real values are checked, in C; the writer shares the
+    GIL with the event loop, so no Python loop runs over the columns. An odd or incomplete row pays
+    for coercing value by value.
     """
-    try:
-        row = _VALUES(record)
-    except KeyError:
-        row = tuple(map(record.get, NAMES))
-    if _typed(tuple(map(type, row))) and all(map(math.isfinite, filter(_NOT_NONE, _REALS(row)))):
-        ints = tuple(filter(_NOT_NONE, _INTS(row)))
-        if not ints or (min(ints) >= INT_MIN and max(ints) <= INT_MAX):
-            return row
+    if type(record) is tuple:
+        row = record
+    else:
+        try:
+            row = _VALUES(record)
+        except KeyError:
+            row = tuple(map(record.get, NAMES))
+    if _typed(tuple(map(type, row))) and all(map(math.isfinite, _REALS(row))):
+        return row
+    return coerced(row)
+
+
+def coerced(row: tuple) -> tuple:
+    """Every value of a row (in column order) coerced to its column's type, ints to SQLite's range."""
     return tuple(_coerce(v, kind, fallback) for v, (_, kind, fallback) in zip(row, COLUMNS))
 
 
@@ -382,17 +388,25 @@ class Store:
 
     # ------------------------------------------------------------------ the loop's side
 
-    def record(self, row: dict) -> None:
-        """Queue one log row (keys: COLUMNS names and bodies); returns at once, never touches disk.
+    def record(self, row: dict | tuple, *, request_body: str | None = None) -> None:
+        """Queue one log row; returns at once, never touches disk.
 
-        The loop's side only checks the keys and keeps the dict; the writer thread orders and
-        coerces the values (gateway.md §11.3: logging must not slow requests).
+        `row` is either a dict (keys: COLUMNS names and bodies) or, as the proxy makes them, a tuple
+        of every column's value in COLUMNS order with the request body apart. The loop's side only
+        checks the keys or the length and keeps the row; the writer thread orders and coerces the
+        values (gateway.md §11.3: logging must not slow requests).
         """
-        if not ACCEPTED.issuperset(row):
-            raise ValueError(f"unknown request log fields: {sorted(row.keys() - ACCEPTED)}")
-        if row.get("ts") is None:
-            row = {**row, "ts": self._clock()}
-        item = (row, self._bodies_of(row))
+        if type(row) is tuple:
+            if len(row) != len(NAMES):
+                raise ValueError(f"a request log row has {len(NAMES)} values, not {len(row)}")
+            item = (row, self._kept((request_body, None), row[_STATUS], row[_ERROR_TYPE]))
+        else:
+            if not ACCEPTED.issuperset(row):
+                raise ValueError(f"unknown request log fields: {sorted(row.keys() - ACCEPTED)}")
+            if row.get("ts") is None:
+                row = {**row, "ts": self._clock()}
+            bodies = (row.get("request_body", request_body), row.get("response_body"))
+            item = (row, self._kept(bodies, row.get("status"), row.get("error_type")))
         with self._cond:
             if self._stopping or self._dead:
                 self._counts["dropped"] += 1
@@ -408,15 +422,11 @@ class Store:
             if len(self._queue) == 1 or len(self._queue) == self._batch_rows:
                 self._cond.notify_all()
 
-    def _bodies_of(self, row: dict) -> tuple | None:
+    def _kept(self, bodies: tuple, status: Any, error_type: Any) -> tuple | None:
         """The row's bodies when `bodies` allows keeping them (§11.4), else None."""
-        if self._bodies == "off":
+        if self._bodies == "off" or bodies == (None, None):
             return None
-        bodies = tuple(row.get(name) for name in BODY_FIELDS)
-        if bodies == (None, None):
-            return None
-        status = row.get("status")
-        failed = (isinstance(status, int) and status >= 400) or row.get("error_type") is not None
+        failed = (isinstance(status, int) and status >= 400) or error_type is not None
         return bodies if self._bodies == "all" or failed else None
 
     def flush(self) -> None:
@@ -523,18 +533,16 @@ class Store:
 
     def _write(self, items: list) -> None:
         """Commit the rows in one transaction; on failure keep them for the next cycle."""
-        rows, bodies, spend = self._prepare(items)
-        sizes = chunk_sizes(len(rows), self._chunk, self._batch_rows)
+        rows, bodies, spend = self._prepare(items, row_values)
         started = time.monotonic()
         conn = self._wconn
         try:
             with self._wlock:
-                if len(sizes) == 1 and not bodies and not spend:
-                    # one statement is a transaction of its own: BEGIN, the base id and COMMIT
-                    # would each give the GIL away and wait to get it back from a busy loop
-                    conn.execute(insert_rows_sql(sizes[0], ids=False), list(chain.from_iterable(rows)))
-                else:
-                    self._transaction(conn, rows, sizes, bodies, spend)
+                try:
+                    self._insert(conn, rows, bodies, spend)
+                except OverflowError:  # an int beyond SQLite's INTEGER failed its bind: nothing written
+                    rows, bodies, spend = self._prepare(items, lambda record: coerced(row_values(record)))
+                    self._insert(conn, rows, bodies, spend)
         except sqlite3.Error as exc:
             self._last_commit = time.monotonic()
             self._failed(items, exc)
@@ -547,6 +555,16 @@ class Store:
             self._last_batch_ms = (self._last_commit - started) * 1000
             self._done = max(self._done, items[-1][0])
             self._cond.notify_all()
+
+    def _insert(self, conn: sqlite3.Connection, rows: list, bodies: list, spend: list) -> None:
+        """Write one batch: as one statement when it can be, else in one transaction."""
+        sizes = chunk_sizes(len(rows), self._chunk, self._batch_rows)
+        if len(sizes) == 1 and not bodies and not spend:
+            # one statement is a transaction of its own: BEGIN, the base id and COMMIT would each
+            # give the GIL away and wait to get it back from a busy loop
+            conn.execute(insert_rows_sql(sizes[0], ids=False), list(chain.from_iterable(rows)))
+        else:
+            self._transaction(conn, rows, sizes, bodies, spend)
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, rows: list, sizes: list, bodies: list, spend: list) -> None:
@@ -575,9 +593,9 @@ class Store:
             _rollback(conn)
             raise
 
-    def _prepare(self, items: list) -> tuple[list, list, list]:
-        """Coerced log rows, kept bodies (row number first) and the batch's spend upserts."""
-        rows = [row_values(record) for _, record, _ in items]
+    def _prepare(self, items: list, values: Callable) -> tuple[list, list, list]:
+        """The log rows (`values` of each), kept bodies (row number first) and the spend upserts."""
+        rows = [values(record) for _, record, _ in items]
         bodies, spend = [], {}
         request_id, key_id = AT["request_id"], AT["client_key_id"]
         for number, (row, (_, _, kept)) in enumerate(zip(rows, items), 1):

@@ -167,6 +167,7 @@ def test_unusable_values_are_coerced_never_failing_a_batch(open_store):
 @pytest.mark.parametrize("odd, stored", [
     ({"cost_usd": math.inf}, {"cost_usd": 0.0}),           # a real that is not finite
     ({"output_tokens": 2 ** 63}, {"output_tokens": 0}),   # an int beyond SQLite's INTEGER
+    ({"output_tokens": -2 ** 63 - 1, "client_key_id": None}, {"output_tokens": 0}),  # one statement, no spend
     ({"input_tokens": None}, {"input_tokens": 0}),         # NULL in a NOT NULL column
     ({"stream": True}, {"stream": 1}),                     # a bool for an int
     ({"ttfb_ms": None, "status": None}, {"ttfb_ms": None, "status": None}),  # nullable ints
@@ -178,6 +179,49 @@ def test_each_odd_value_alone_is_coerced(open_store, odd, stored):
     (got,) = s.recent()
     assert {name: got[name] for name in stored} == stored
     assert s.stats()["write_errors"] == 0
+
+
+def values(**fields) -> tuple:
+    """row() as the proxy hands it over: every column's value in COLUMNS order, typed."""
+    typed = {**row(**fields)}
+    typed.update((k, int(typed[k])) for k in ("stream", "fallback_used", "estimated"))
+    return tuple(typed[name] for name, _, _ in COLUMNS)
+
+
+def test_a_tuple_row_is_taken_in_column_order_with_its_body_apart(open_store):
+    s = open_store(bodies="errors")
+    with pytest.raises(ValueError, match="27 values, not 3"):
+        s.record(("a", "b", "c"))
+    s.record(values(request_id="ok"), request_body="not kept: no error")
+    s.record(values(request_id="bad", status=502, error_type="api_error"), request_body='{"model": "x"}')
+    s.flush()
+    ok, bad = s.get(1), s.get(2)
+    assert {name: ok[name] for name, _, _ in COLUMNS} == dict(zip([n for n, _, _ in COLUMNS], values(request_id="ok")))
+    assert ok["request_body"] is None and bad["request_body"] == '{"model": "x"}' and bad["response_body"] is None
+    assert (bad["status"], bad["error_type"]) == (502, "api_error")
+
+
+def test_an_int_too_big_for_sqlite_fails_its_bind_and_its_batch_is_coerced_whole(open_store):
+    # typed rows skip the range check: the bind raises OverflowError, nothing is written, and the
+    # batch is written again with every value coerced (the spend counted from the coerced rows)
+    s = open_store(batch_s=3600)
+    s.record(values(request_id="first", client_key_id=None))
+    s.flush()
+    s.record(values(request_id="big", input_tokens=2 ** 64, cache_read_tokens=0, cache_write_tokens=0))
+    for n in range(3):
+        s.record(values(request_id=f"r{n}", input_tokens=10, cache_read_tokens=0, cache_write_tokens=0))
+    s.flush()
+    got = {s.get(i)["request_id"]: s.get(i)["input_tokens"] for i in range(1, 6)}
+    assert got == {"first": 100, "big": 0, "r0": 10, "r1": 10, "r2": 10}
+    assert s.stats()["write_errors"] == 0 and s.stats()["batches"] == 2
+    (day,) = raw_usage(s)
+    assert day[:2] == ("k1", 4) and day[2] == 30  # four requests, 0 + 3 × 10 input tokens
+
+
+def raw_usage(s: Store) -> list[tuple]:
+    with s._rlock:
+        return [tuple(r) for r in s._reader().execute(
+            "SELECT key_id, requests, tokens_in FROM client_key_usage ORDER BY period_start")]
 
 
 @pytest.mark.parametrize("mode, kept", [(False, set()), ("errors", {"bad"}), (True, {"ok", "bad"}),

@@ -160,11 +160,11 @@ def _finished(request: web.Request, clock: Timing, status: int) -> None:
     now = time.monotonic()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
     if state.store is not None:
-        row = _row(request, record, clock, status, route, now)
         bodies = (state.config.tables.get("log") or {}).get("bodies", False)
+        kept = None
         if record.get("raw") and (bodies in (True, "all") or (bodies == "errors" and status >= 400)):
-            row["request_body"] = record["raw"][:BODY_MAX].decode("utf-8", "replace")  # §11.4
-        state.store.record(row)
+            kept = record["raw"][:BODY_MAX].decode("utf-8", "replace")  # §11.4
+        state.store.record(_row(request, record, clock, status, route, now), request_body=kept)
     state.metrics.request_done(route=route, provider=record.get("provider"), model=record.get("model"),
                                status=status, duration_s=now - clock.arrived,
                                ttfb_s=(clock.last_headers - clock.read) if clock.last_headers else None,
@@ -200,21 +200,19 @@ def _clewdr_headers(request: web.Request, response: web.StreamResponse, clock: T
     headers["x-clewdr-attempts"] = str(clock.sends)
 
 
-def _row(request: web.Request, record: dict, clock: Timing, status: int, route: str, now: float) -> dict:
-    """The request-log row of gateway.md §11.2 (metadata only; no bodies), every column typed as the
-    store keeps it (the writer then takes it as it is: store.row_values)."""
-    ms = lambda seconds: int(seconds * 1000)  # noqa: E731
-    return {"ts": time.time(), "request_id": None, "client_key_id": record.get("key_id"), "route": route,
-            "dialect": dialect_of(request.path), "model_requested": record.get("model"),
-            "provider": record.get("provider"), "credential": clock.credential, "scenario": record.get("scenario"),
-            "stream": int(bool(record.get("stream"))), "status": status,
-            "error_type": anthropic_type(status) if status >= 400 else None,
-            "attempts": max(clock.sends, 1), "fallback_used": int(bool(record.get("fallback"))),
-            "duration_ms": ms(now - clock.arrived),
-            "ttfb_ms": ms(clock.last_headers - clock.read) if clock.last_headers else None,
-            "overhead_ms": ms(clock.overhead_ms(now) / 1000), "input_tokens": record.get("input_tokens", 0),
-            "output_tokens": record.get("output_tokens", 0), "cache_read_tokens": record.get("cache_read", 0),
-            "cache_write_tokens": record.get("cache_write", 0), "estimated": int(bool(record.get("estimated"))),
-            "cost_usd": float(record.get("cost", 0.0)), "shadow_cost_usd": float(record.get("shadow_cost", 0.0)),
-            "model_upstream": record.get("upstream_model"),
-            "user_agent": request.headers.get("User-Agent", "")[:200], "client_ip": request.remote}
+def _row(request: web.Request, record: dict, clock: Timing, status: int, route: str, now: float) -> tuple:
+    """The request-log row of gateway.md §11.2 (metadata only; no bodies): every column's value in
+    store.COLUMNS order, typed as the store keeps it (the writer then takes it as it is)."""
+    return (time.time() - (now - clock.arrived), None, record.get("key_id"), route,  # ts (arrival) …
+            dialect_of(request.path),  # dialect
+            record.get("model"), record.get("provider"), record.get("upstream_model"),  # model_requested …
+            clock.credential, record.get("scenario"), int(bool(record.get("stream"))), status,  # credential …
+            anthropic_type(status) if status >= 400 else None, max(clock.sends, 1),  # error_type, attempts
+            int(bool(record.get("fallback"))),  # fallback_used
+            int((clock.last_headers - clock.read) * 1000) if clock.last_headers else None,  # ttfb_ms
+            int((now - clock.arrived) * 1000), int(clock.overhead_ms(now)),  # duration_ms, overhead_ms
+            record.get("input_tokens", 0), record.get("output_tokens", 0),  # tokens: input, output,
+            record.get("cache_read", 0), record.get("cache_write", 0),  # cache read, cache write
+            int(bool(record.get("estimated"))), float(record.get("cost", 0.0)),  # estimated, cost_usd
+            float(record.get("shadow_cost", 0.0)),  # shadow_cost_usd
+            request.headers.get("User-Agent", "")[:200], request.remote)  # user_agent, client_ip

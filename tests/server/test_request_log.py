@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anthropic
 
 from tests.conftest import PASSWORD, make_cookie
@@ -65,7 +67,7 @@ async def test_a_fault_in_the_request_log_never_fails_an_answered_request(clock,
         api.add_key(KEY)
         proxy = await start_proxy({"providers": [console("console", api, ["claude-*"])]})
 
-        def broken(row):
+        def broken(row, **kwargs):
             raise OSError("disk gone")
         proxy.state.store.record = broken
         async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0) as c:
@@ -75,3 +77,51 @@ async def test_a_fault_in_the_request_log_never_fails_an_answered_request(clock,
     assert msg.content[0].text and streamed.content[0].text == msg.content[0].text
     failures = [r for r in caplog.records if "request accounting failed" in r.getMessage()]
     assert len(failures) == 2 and "disk gone" in failures[0].exc_text
+
+
+async def test_every_column_of_a_proxied_request_is_logged_in_its_place(clock, start_proxy):
+    # the proxy hands the store a tuple in COLUMNS order: a value in the wrong place shows here
+    async with FakeAnthropic(clock=clock) as api:
+        api.add_key(KEY)
+        api.reply = Script(text="fine", input_tokens=12, output_tokens=7)
+        proxy = await start_proxy({"providers": [console("console", api, ["claude-*"])],
+                                   "aliases": {"house": ["console/claude-sonnet-4-6"]}})
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=PASSWORD, max_retries=0,
+                                            default_headers={"User-Agent": "row-test/1.0"}) as c:
+            await c.messages.create(model="house", max_tokens=20, messages=MSG)
+            try:
+                await c.messages.create(model="claude-sonnet-4-6", max_tokens=-1, messages=MSG)
+            except anthropic.BadRequestError:
+                pass
+        failed, row = rows(proxy, 2)
+    assert abs(row["ts"] - time.time()) < 60  # arrival, wall clock
+    assert {k: row[k] for k in ("request_id", "client_key_id", "route", "dialect", "model_requested", "provider",
+                                "model_upstream", "scenario", "stream", "status", "error_type", "attempts",
+                                "fallback_used", "input_tokens", "output_tokens", "cache_read_tokens",
+                                "cache_write_tokens", "estimated", "shadow_cost_usd", "user_agent",
+                                "client_ip")} == {
+        "request_id": None, "client_key_id": None, "route": "/v1/messages", "dialect": "anthropic",
+        "model_requested": "house", "provider": "console", "model_upstream": "claude-sonnet-4-6",
+        "scenario": None, "stream": 0, "status": 200, "error_type": None, "attempts": 1, "fallback_used": 0,
+        "input_tokens": 12, "output_tokens": 7, "cache_read_tokens": 0, "cache_write_tokens": 0,
+        "estimated": 0, "shadow_cost_usd": 0.0, "user_agent": "row-test/1.0", "client_ip": "127.0.0.1"}
+    assert row["credential"] == "sk-ant-a…rrrr" and row["cost_usd"] > 0
+    assert all(isinstance(row[k], int) and row[k] >= 0 for k in ("ttfb_ms", "duration_ms", "overhead_ms"))
+    assert row["ttfb_ms"] <= row["duration_ms"] and row["overhead_ms"] <= row["duration_ms"]
+    assert (failed["status"], failed["error_type"], failed["output_tokens"]) == (400, "invalid_request_error", 0)
+
+
+def test_a_row_is_stamped_with_the_arrival_of_its_request():
+    # gateway.md §11.2: ts is the arrival; the spend of a long stream counts on the day it ended
+    # (ts + duration_ms), so a ts taken at the end would move it on by the stream's length
+    from aiohttp.test_utils import make_mocked_request
+
+    from clewdr_lite.server.accounting import _row
+    from clewdr_lite.store import NAMES
+    from clewdr_lite.upstream.http import Timing
+    now = time.monotonic()
+    clock = Timing(arrived=now - 90.0)
+    request = make_mocked_request("POST", "/v1/messages", headers={"User-Agent": "unit"})
+    row = dict(zip(NAMES, _row(request, {"input_tokens": 3}, clock, 200, "/v1/messages", now), strict=True))
+    assert abs(row["ts"] - (time.time() - 90.0)) < 5 and row["duration_ms"] == 90_000
+    assert (row["input_tokens"], row["user_agent"], row["status"]) == (3, "unit", 200)
