@@ -543,7 +543,7 @@ class Store:
                 except OverflowError:  # an int beyond SQLite's INTEGER failed its bind: nothing written
                     rows, bodies, spend = self._prepare(items, lambda record: coerced(row_values(record)))
                     self._insert(conn, rows, bodies, spend)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:  # OverflowError again: a day's spend beyond 2**63
             self._last_commit = time.monotonic()
             self._failed(items, exc)
             return
@@ -605,7 +605,7 @@ class Store:
                 _add_spend(spend, row)
         return rows, bodies, [(*key, *counters) for key, counters in spend.items()]
 
-    def _failed(self, items: list, exc: sqlite3.Error) -> None:
+    def _failed(self, items: list, exc: Exception) -> None:
         """Count a failed commit; retry its rows next cycle, or drop them after MAX_TRIES."""
         log.warning("request log: writing %d rows failed: %s", len(items), exc)
         with self._cond:

@@ -218,6 +218,18 @@ def test_an_int_too_big_for_sqlite_fails_its_bind_and_its_batch_is_coerced_whole
     assert day[:2] == ("k1", 4) and day[2] == 30  # four requests, 0 + 3 × 10 input tokens
 
 
+def test_a_days_spend_beyond_sqlites_integer_fails_its_batch_but_never_the_writer(open_store):
+    s = open_store(batch_s=3600)
+    for n in range(2):  # each row fits; their day's sum does not
+        s.record(values(request_id=f"huge{n}", input_tokens=2 ** 62 + 1, cache_read_tokens=0, cache_write_tokens=0))
+    s.flush()  # retried MAX_TRIES times, then dropped and counted
+    stats = s.stats()
+    assert (stats["write_errors"], stats["dropped"], stats["rows"]) == (MAX_TRIES, 2, 0)
+    s.record(values(request_id="after"))
+    s.flush()
+    assert [r["request_id"] for r in s.recent()] == ["after"] and s._thread.is_alive()
+
+
 def raw_usage(s: Store) -> list[tuple]:
     with s._rlock:
         return [tuple(r) for r in s._reader().execute(
