@@ -32,7 +32,7 @@ log = logging.getLogger("clewdr_lite.http")
 class Timing:
     """When a request arrived, and when its upstream calls were sent and answered (monotonic s)."""
 
-    __slots__ = ("arrived", "read", "first_send", "last_headers", "sends", "waited", "credential")
+    __slots__ = ("arrived", "read", "first_send", "last_headers", "sends", "waited", "credential", "request_id")
 
     def __init__(self, arrived: float) -> None:
         self.arrived = self.read = arrived
@@ -40,6 +40,7 @@ class Timing:
         self.sends = 0
         self.waited = 0.0  # time inside upstream calls (and retry sleeps): not overhead
         self.credential = None  # the masked credential of the latest attempt, for the request log
+        self.request_id = None  # the id the latest answering upstream gave its answer, for the log
 
     def sent(self) -> float:
         """Mark one upstream request going out."""
@@ -48,6 +49,10 @@ class Timing:
             self.first_send = now
         self.sends += 1
         return now
+
+    def identify(self, headers: Mapping[str, str]) -> None:
+        """Keep the upstream's id of an answer (Anthropic `request-id`, OpenAI-style `x-request-id`)."""
+        self.request_id = headers.get("request-id") or headers.get("x-request-id")
 
     def answered(self, since: float) -> None:
         """Mark that upstream's headers arriving."""
@@ -257,6 +262,8 @@ class AiohttpClient:
         finally:
             if clock:
                 clock.answered(started)
+        if clock:
+            clock.identify(resp.headers)
 
         async def reader():
             async for chunk in resp.content.iter_any():
@@ -281,6 +288,8 @@ class AiohttpClient:
         finally:
             if clock:
                 clock.answered(started)
+        if clock:
+            clock.identify(head)
         return pieces_response(status, head, answer)
 
     async def close(self) -> None:
@@ -349,12 +358,16 @@ class CurlClient:
         try:
             if impersonate and not files:
                 transfer = await lean.request(method, url, headers, data, headers_timeout or HEADERS_TIMEOUT)
-                return pieces_response(transfer.status, transfer.headers, transfer)
-            return await self._session_request(method, url, headers, data, files, impersonate,
-                                               headers_timeout or HEADERS_TIMEOUT)
+                response = pieces_response(transfer.status, transfer.headers, transfer)
+            else:
+                response = await self._session_request(method, url, headers, data, files, impersonate,
+                                                       headers_timeout or HEADERS_TIMEOUT)
         finally:
             if clock:
                 clock.answered(started)
+        if clock:
+            clock.identify(response.headers)
+        return response
 
     async def _session_request(self, method: str, url: str, headers: dict, data: bytes | None, files,
                                impersonate: bool, headers_timeout: float) -> Response:

@@ -64,6 +64,7 @@ class FakeAnthropic(OAuthEndpoints, MessagesEndpoints, FakeServer):
         self.keys: dict[str, ApiKey] = {}
         self.requests: list[Recorded] = []
         self.violations: list[str] = []  # spec rules the client broke (recorded, mostly not rejected)
+        self.request_ids: list[str] = []  # the `request-id` of every answer, in order
         # OAuth.
         self.client_id = CLIENT_ID
         self.redirect_uri = REDIRECT_URI
@@ -143,7 +144,10 @@ class FakeAnthropic(OAuthEndpoints, MessagesEndpoints, FakeServer):
 
     def _next(self, kind: str) -> str:
         self._serial += 1
-        return ident(kind, f"{kind}:{self._serial}") if kind.endswith("_011C") else f"{kind}:{self._serial}"
+        made = ident(kind, f"{kind}:{self._serial}") if kind.endswith("_011C") else f"{kind}:{self._serial}"
+        if kind == "req_011C":
+            self.request_ids.append(made)
+        return made
 
     # -- dispatch ----------------------------------------------------------------------------------
 

@@ -94,13 +94,14 @@ async def test_every_column_of_a_proxied_request_is_logged_in_its_place(clock, s
             except anthropic.BadRequestError:
                 pass
         failed, row = rows(proxy, 2)
+        issued = api.request_ids
     assert abs(row["ts"] - time.time()) < 60  # arrival, wall clock
     assert {k: row[k] for k in ("request_id", "client_key_id", "route", "dialect", "model_requested", "provider",
                                 "model_upstream", "scenario", "stream", "status", "error_type", "attempts",
                                 "fallback_used", "input_tokens", "output_tokens", "cache_read_tokens",
                                 "cache_write_tokens", "estimated", "shadow_cost_usd", "user_agent",
                                 "client_ip")} == {
-        "request_id": None, "client_key_id": None, "route": "/v1/messages", "dialect": "anthropic",
+        "request_id": issued[-1], "client_key_id": None, "route": "/v1/messages", "dialect": "anthropic",
         "model_requested": "house", "provider": "console", "model_upstream": "claude-sonnet-4-6",
         "scenario": None, "stream": 0, "status": 200, "error_type": None, "attempts": 1, "fallback_used": 0,
         "input_tokens": 12, "output_tokens": 7, "cache_read_tokens": 0, "cache_write_tokens": 0,
@@ -109,6 +110,7 @@ async def test_every_column_of_a_proxied_request_is_logged_in_its_place(clock, s
     assert all(isinstance(row[k], int) and row[k] >= 0 for k in ("ttfb_ms", "duration_ms", "overhead_ms"))
     assert row["ttfb_ms"] <= row["duration_ms"] and row["overhead_ms"] <= row["duration_ms"]
     assert (failed["status"], failed["error_type"], failed["output_tokens"]) == (400, "invalid_request_error", 0)
+    assert failed["request_id"] is None  # refused here: no upstream was asked, none gave an id
 
 
 def test_a_row_is_stamped_with_the_arrival_of_its_request():
@@ -125,3 +127,15 @@ def test_a_row_is_stamped_with_the_arrival_of_its_request():
     row = dict(zip(NAMES, _row(request, {"input_tokens": 3}, clock, 200, "/v1/messages", now), strict=True))
     assert abs(row["ts"] - (time.time() - 90.0)) < 5 and row["duration_ms"] == 90_000
     assert (row["input_tokens"], row["user_agent"], row["status"]) == (3, "unit", 200)
+
+
+def test_the_logged_request_id_is_the_answering_upstreams():
+    from multidict import CIMultiDict
+
+    from clewdr_lite.upstream.http import Timing
+    clock = Timing(arrived=0.0)
+    seen = []
+    for headers in ({"request-id": "req_a"}, CIMultiDict({"X-Request-Id": "chatcmpl-b"}), {"content-type": "x"}):
+        clock.identify(headers)  # Anthropic, OpenAI-style, none (claude.ai, Gemini): the latest wins
+        seen.append(clock.request_id)
+    assert seen == ["req_a", "chatcmpl-b", None]
