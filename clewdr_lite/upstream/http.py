@@ -19,7 +19,7 @@ import logging
 import os
 import ssl
 import time
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Callable, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
@@ -135,8 +135,8 @@ def _never() -> bool:
 class Response:
     """An upstream response whose body may still be arriving."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], reader, closer, whole=None,
-                 body=None) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str], reader: Callable[[], AsyncIterator[bytes]],
+                 closer, whole=None, body=None) -> None:
         self.status = status
         self.headers = headers
         self._reader = reader
@@ -167,11 +167,48 @@ class Response:
         await self._closer()
 
 
+class _Pieces:
+    """A lean client's body (upstream/body.Pieces) as it arrives. An iterator object, not an async
+    generator: one left part-read (a stream whose reader stops at its last event) needs no closing,
+    where asyncio closes a forgotten async generator in a task of its own: a task per request."""
+
+    __slots__ = ("_answer",)
+
+    def __init__(self, answer) -> None:
+        self._answer = answer
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        piece = await self._answer.next(IDLE_TIMEOUT)
+        if piece is None:
+            raise StopAsyncIteration
+        return piece
+
+
+class _Once:
+    """A body read whole, as one chunk (an iterator object, as _Pieces)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+
 def pieces_response(status: int, headers: Mapping[str, str], answer) -> Response:
     """A Response over a lean client's body (upstream/body.Pieces)."""
-    async def reader():
-        while (piece := await answer.next(IDLE_TIMEOUT)) is not None:
-            yield piece
+    def reader():
+        return _Pieces(answer)
 
     async def whole():
         return await answer.rest(IDLE_TIMEOUT)
@@ -265,14 +302,11 @@ class AiohttpClient:
         if clock:
             clock.identify(resp.headers)
 
-        async def reader():
-            async for chunk in resp.content.iter_any():
-                yield chunk
-
         async def closer():
             resp.close()
 
-        return Response(resp.status, resp.headers, reader, closer, resp.read)
+        # iter_any() is an iterator object: nothing to close when a reader stops early (_Pieces)
+        return Response(resp.status, resp.headers, resp.content.iter_any, closer, resp.read)
 
     async def _direct(self, method: str, url: str, headers, body: bytes | None,
                       headers_timeout: float | None) -> Response:
@@ -386,12 +420,9 @@ class CurlClient:
         async def whole():
             return resp.content
 
-        async def reader():
-            yield resp.content
-
         async def closer():
             return None
-        return Response(resp.status_code, resp.headers, reader, closer, whole)
+        return Response(resp.status_code, resp.headers, lambda: _Once(resp.content), closer, whole)
 
     async def close(self) -> None:
         """Close the session and the lean handles (a later request opens new ones)."""
