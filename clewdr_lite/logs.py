@@ -35,7 +35,7 @@ class ClockFormatter(logging.Formatter):
         second = int(created)
         if second != self._second:
             self._second, self._prefix = second, time.strftime("%H:%M:%S", time.localtime(second))
-        return f"{self._prefix}.{int((created - second) * 1000):03d}"
+        return f"{self._prefix}.{str(int((created - second) * 1000) + 1000)[1:]}"  # 3 digits, no format spec
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{self.stamp(record.created)} {record.levelname:<5} {record.getMessage()}"
@@ -56,6 +56,8 @@ class _Flusher:
         self._thread: threading.Thread | None = None
 
     def want(self, handler: "LazyFlush") -> None:
+        if handler in self._waiting:  # already due (a set test is atomic; the thread swaps the set)
+            return
         with self._cond:
             if handler in self._waiting:
                 return
@@ -149,15 +151,13 @@ class StreamHandler(LazyFlush, logging.StreamHandler):
         """An INFO line formatted by `info()`: written as emit() would, flushed lazily."""
         if self._tty is None:
             self._tty = _is_tty(self)
-        self.acquire()
-        try:
-            self._urgent = self._tty
-            self.stream.write(line + self.terminator)
-            self.flush()
-        except Exception:  # as logging does: a failing stream must not break the caller
-            self.handleError(logging.makeLogRecord({"msg": line}))
-        finally:
-            self.release()
+        with self.lock:
+            try:
+                self._urgent = self._tty
+                self.stream.write(line + self.terminator)
+                self.flush()
+            except Exception:  # as logging does: a failing stream must not break the caller
+                self.handleError(logging.makeLogRecord({"msg": line}))
 
 
 def console(stream):
