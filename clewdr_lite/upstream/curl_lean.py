@@ -52,16 +52,89 @@ def _cffi_constants() -> None:
 def available() -> bool:
     """Whether the installed curl_cffi has what this path uses (0.16 and later)."""
     try:
-        from curl_cffi import Curl, CurlOpt, lib
+        from curl_cffi import AsyncCurl, Curl, CurlOpt, aio, lib
         from curl_cffi.requests import impersonate
     except ImportError:
         return False
+    sockets = (hasattr(aio, "socket_function") and hasattr(AsyncCurl, "process_data")  # _Sockets'
+               and not hasattr(AsyncCurl, "__slots__")
+               and (aio.CURL_POLL_IN, aio.CURL_POLL_OUT, aio.CURL_POLL_REMOVE) == (_POLL_IN, _POLL_OUT, _POLL_REMOVE)
+               and (aio.CURL_CSELECT_IN, aio.CURL_CSELECT_OUT) == (_CSELECT_IN, _CSELECT_OUT))
     ours = {"URL": _URL, "POSTFIELDS": _POSTFIELDS, "POSTFIELDSIZE": _POSTFIELDSIZE, "HTTPGET": _HTTPGET,
             "CUSTOMREQUEST": _CUSTOMREQUEST, "HTTPHEADER": _HTTPHEADER, "HTTPPROXYTUNNEL": _HTTPPROXYTUNNEL}
-    return (hasattr(Curl, "pause") and hasattr(Curl, "clean_handles_and_buffers")
+    return (sockets and hasattr(Curl, "pause") and hasattr(Curl, "clean_handles_and_buffers")
             and hasattr(impersonate, "resolve_latest_browser_type")
             and all(hasattr(lib, name) for name in ("_curl_easy_setopt", "curl_slist_append", "curl_slist_free_all"))
             and all(getattr(CurlOpt, name, None) == number for name, number in ours.items()))
+
+
+# libcurl's socket callback values (curl/multi.h; fixed by libcurl's ABI)
+_POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
+_CSELECT_IN, _CSELECT_OUT = 1, 2
+_watching = False  # our socket callback is curl_cffi's (see _watch_sockets)
+
+
+class _Sockets:
+    """The sockets one multi handle (curl_cffi's AsyncCurl) asked us to watch, and for what.
+
+    curl_cffi's own socket callback removes a socket's reader and writer and adds them again at
+    every call, through asyncio's public calls, which first look the socket up among asyncio's
+    transports (a KeyError raised and caught each) and remove what is not there (another): six
+    exceptions a transfer. Here only what changes is changed, through the selector loop's own calls
+    when it has them (curl's sockets are never asyncio transports).
+    """
+
+    __slots__ = ("masks", "fds", "process", "add_reader", "remove_reader", "add_writer", "remove_writer")
+
+    def __init__(self, acurl) -> None:
+        loop = acurl.loop
+        self.masks: dict[int, int] = {}
+        self.fds = getattr(acurl, "_sockfds", set())  # curl_cffi's record, which its close() unwatches
+        self.process = acurl.process_data
+        private = all(hasattr(loop, name) for name in ("_add_reader", "_remove_reader", "_add_writer", "_remove_writer"))
+        prefix = "_" if private else ""  # another loop (a selector thread on Windows): its public calls
+        self.add_reader, self.remove_reader = getattr(loop, prefix + "add_reader"), getattr(loop, prefix + "remove_reader")
+        self.add_writer, self.remove_writer = getattr(loop, prefix + "add_writer"), getattr(loop, prefix + "remove_writer")
+
+    def want(self, fd: int, what: int) -> None:
+        new = 0 if what & _POLL_REMOVE else what & (_POLL_IN | _POLL_OUT)
+        old = self.masks.get(fd)
+        if old is None:  # watched before our callback took over (curl_cffi's), or not at all
+            old = _POLL_IN | _POLL_OUT if fd in self.fds else 0
+        if old & _POLL_IN and not new & _POLL_IN:
+            self.remove_reader(fd)
+        if old & _POLL_OUT and not new & _POLL_OUT:
+            self.remove_writer(fd)
+        if new & _POLL_IN and not old & _POLL_IN:
+            self.add_reader(fd, self.process, fd, _CSELECT_IN)
+        if new & _POLL_OUT and not old & _POLL_OUT:
+            self.add_writer(fd, self.process, fd, _CSELECT_OUT)
+        if new:
+            self.masks[fd] = new
+            self.fds.add(fd)
+        else:  # libcurl says so before it closes a socket: a new one with its number starts afresh
+            self.masks.pop(fd, None)
+            self.fds.discard(fd)
+
+
+def _on_socket(curl, sockfd: int, what: int, clientp, data) -> int:
+    """libcurl's CURLMOPT_SOCKETFUNCTION, for every AsyncCurl once installed (_watch_sockets)."""
+    acurl = _ffi.from_handle(clientp)
+    try:
+        sockets = acurl._lean_sockets
+    except AttributeError:
+        sockets = acurl._lean_sockets = _Sockets(acurl)
+    sockets.want(sockfd, what)
+    return 0
+
+
+def _watch_sockets() -> None:
+    """Put _on_socket behind curl_cffi's socket callback (cffi's def_extern again for the same
+    name: the C function libcurl calls stays, the Python function it runs changes), once."""
+    global _watching
+    if not _watching:
+        _ffi.def_extern(name="socket_function")(_on_socket)
+        _watching = True
 
 
 class _Transfer(Pieces):
@@ -263,6 +336,7 @@ class LeanCurl:
             self._loop = loop = asyncio.get_running_loop()
         if self._acurl is None:
             from curl_cffi import AsyncCurl
+            _watch_sockets()
             self._acurl = AsyncCurl(loop=loop)
         curl = self._idle.pop() if self._idle else self._new_handle()
         transfer = _Transfer(self, curl, loop)

@@ -554,3 +554,58 @@ async def test_calls_within_the_idle_time_keep_the_multi_handle_on_one_timer(ups
 def _curl_timers() -> int:
     """curl_cffi's safety-timer tasks alive in this loop."""
     return sum(1 for task in asyncio.all_tasks() if "_force_timeout" in repr(task.get_coro()))
+
+
+class _Loop:
+    """Records what a multi handle's socket watching asks of a selector loop."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        for name in ("add_reader", "remove_reader", "add_writer", "remove_writer"):
+            setattr(self, "_" + name, lambda fd, *args, _name=name: self.calls.append((_name, fd)))
+
+
+class _Multi:
+    def __init__(self, watched=()) -> None:
+        self.loop, self._sockfds = _Loop(), set(watched)
+
+    def process_data(self, fd: int, what: int) -> None:
+        pass
+
+
+def test_a_socket_is_watched_for_what_libcurl_asks_and_changed_only_where_that_changes():
+    from clewdr_lite.upstream.curl_lean import _Sockets
+    multi = _Multi()
+    sockets = _Sockets(multi)
+    steps = [(7, 1), (7, 1), (7, 2), (7, 3), (7, 4), (7, 1), (7, 4)]  # in, in, out, in+out, remove, in, remove
+    seen = []
+    for fd, what in steps:
+        multi.loop.calls.clear()
+        sockets.want(fd, what)
+        seen.append(list(multi.loop.calls))
+    assert seen == [[("add_reader", 7)], [], [("remove_reader", 7), ("add_writer", 7)], [("add_reader", 7)],
+                    [("remove_reader", 7), ("remove_writer", 7)], [("add_reader", 7)], [("remove_reader", 7)]]
+    assert multi._sockfds == set() and sockets.masks == {}  # a socket libcurl closes leaves no trace
+
+
+def test_a_socket_watched_before_our_callback_took_over_is_unwatched_whole():
+    from clewdr_lite.upstream.curl_lean import _Sockets
+    multi = _Multi(watched={9})  # curl_cffi's callback watched it: for what, it did not record
+    _Sockets(multi).want(9, 4)
+    assert multi.loop.calls == [("remove_reader", 9), ("remove_writer", 9)] and multi._sockfds == set()
+
+
+async def test_calls_unwatch_their_sockets_and_never_ask_for_a_transport_check(upstream, lean, monkeypatch):
+    # curl_cffi's own callback re-added every socket through asyncio's public calls, whose
+    # transport check raises and catches a KeyError each time: six a transfer
+    loop = asyncio.get_running_loop()
+    checked = []
+    monkeypatch.setattr(type(loop), "_ensure_fd_no_transport", lambda self, fd: checked.append(fd))
+    for _ in range(3):
+        resp = await lean.request("POST", upstream.origin + "/echo", headers={"Cookie": "sessionKey=k"}, json={})
+        assert resp.status == 200 and (await resp.json())["method"] == "POST"
+    multi = lean._lean._acurl
+    assert checked == [] and multi._lean_sockets.masks == {} and multi._sockfds == set()
+    watching = [key.fd for key in loop._selector.get_map().values()  # (reader, writer) handles per fd
+                for handle in key.data if handle is not None and handle._callback == multi.process_data]
+    assert watching == []  # every socket of the calls unwatched once each ended
