@@ -10,6 +10,7 @@ SSE decoder, so usage is read as it passes and the first content event can be re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -232,19 +233,22 @@ class MessagesStream:
         """Hub events decoded from the same bytes (for dialect conversion); an event the converters
         could not read ends them with an error event."""
         decoder = SSEDecoder()
-        async for data in self.raw():
-            for ev in decoder.feed(data):
-                try:
-                    event = loads(ev.data)
-                except ValueError:
-                    continue
-                if not isinstance(event, dict):
-                    continue
-                problem = hub_proto.event_problem(event)
-                if problem is not None:
-                    yield hub_proto.malformed_event(problem)
-                    return
-                yield event
+        # closed here when these events end early (a bad event, a client gone): left to asyncio, a
+        # generator dropped half-way is closed in a task of its own, later
+        async with contextlib.aclosing(self.raw()) as chunks:
+            async for data in chunks:
+                for ev in decoder.feed(data):
+                    try:
+                        event = loads(ev.data)
+                    except ValueError:
+                        continue
+                    if not isinstance(event, dict):
+                        continue
+                    problem = hub_proto.event_problem(event)
+                    if problem is not None:
+                        yield hub_proto.malformed_event(problem)
+                        return
+                    yield event
 
     async def aclose(self) -> None:
         """Abort the upstream (if still open) and report usage once."""
