@@ -243,7 +243,6 @@ _NULLABLE = tuple(fallback is None for _, _, fallback in COLUMNS)
 _VALUES = operator.itemgetter(*NAMES)
 _REALS = operator.itemgetter(*(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "real"))
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1  # SQLite's INTEGER
-_STATUS, _ERROR_TYPE = NAMES.index("status"), NAMES.index("error_type")
 _TYPED: set[tuple] = set()  # column type signatures known to be stored as they are
 _TYPED_MAX = 256
 
@@ -392,20 +391,21 @@ class Store:
         """Queue one log row; returns at once, never touches disk.
 
         `row` is either a dict (keys: COLUMNS names and bodies) or, as the proxy makes them, a tuple
-        of every column's value in COLUMNS order with the request body apart. The loop's side only
+        of every column's value in COLUMNS order with the request body apart (`request_body`, for a
+        tuple only). The loop's side only
         checks the keys or the length and keeps the row; the writer thread orders and coerces the
         values (gateway.md §11.3: logging must not slow requests).
         """
         if type(row) is tuple:
             if len(row) != len(NAMES):
                 raise ValueError(f"a request log row has {len(NAMES)} values, not {len(row)}")
-            item = (row, self._kept((request_body, None), row[_STATUS], row[_ERROR_TYPE]))
+            item = (row, self._kept((request_body, None), row[AT["status"]], row[AT["error_type"]]))
         else:
             if not ACCEPTED.issuperset(row):
                 raise ValueError(f"unknown request log fields: {sorted(row.keys() - ACCEPTED)}")
             if row.get("ts") is None:
                 row = {**row, "ts": self._clock()}
-            bodies = (row.get("request_body", request_body), row.get("response_body"))
+            bodies = (row.get("request_body"), row.get("response_body"))
             item = (row, self._kept(bodies, row.get("status"), row.get("error_type")))
         with self._cond:
             if self._stopping or self._dead:
