@@ -609,3 +609,17 @@ async def test_calls_unwatch_their_sockets_and_never_ask_for_a_transport_check(u
     watching = [key.fd for key in loop._selector.get_map().values()  # (reader, writer) handles per fd
                 for handle in key.data if handle is not None and handle._callback == multi.process_data]
     assert watching == []  # every socket of the calls unwatched once each ended
+
+
+async def test_sockets_closed_by_leaving_streams_and_their_numbers_reused_keep_calls_flowing(upstream, lean):
+    # leaving a stream closes its connection; the next call's socket often gets the same number,
+    # which is watched afresh only because libcurl said REMOVE for the old one
+    for _ in range(20):
+        resp = await asyncio.wait_for(lean.request("GET", upstream.origin + "/endless", headers={}), GUARD)
+        async for _chunk in resp.chunks():
+            break
+        await resp.close()
+        resp = await asyncio.wait_for(lean.request("POST", upstream.origin + "/echo", headers={}, json={}), GUARD)
+        assert (await asyncio.wait_for(resp.json(), GUARD))["method"] == "POST"
+    multi = lean._lean._acurl
+    assert multi._lean_sockets.masks == {} and multi._sockfds == set() and lean._lean._running == {}
