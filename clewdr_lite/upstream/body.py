@@ -26,6 +26,46 @@ def expire(waiter: asyncio.Future) -> None:
         waiter.set_exception(asyncio.TimeoutError())
 
 
+class Deadlines:
+    """Deadlines of many waiters on one loop timer: a waiter still waiting at its time fails with
+    TimeoutError (as `expire`). A call adds its waiter and drops it when answered, a dict entry
+    each, where a loop timer per call is an object, a heap push and a cancel (and the cancelled
+    timer stays in the heap until it comes due). The timer is set for the earliest deadline; calls
+    with the same timeout come due later and leave it alone, and answered ones are skipped when
+    it fires."""
+
+    __slots__ = ("loop", "_due", "_timer", "_when")
+    EARLY = 0.001  # a timer may fire a little before its time: deadlines this close count as due
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._due: dict[asyncio.Future, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._when = 0.0
+
+    def add(self, waiter: asyncio.Future, when: float) -> None:
+        """Fail `waiter` at loop time `when` unless it is done, or dropped, by then."""
+        self._due[waiter] = when
+        if self._timer is None or when < self._when:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._when = self.loop.call_at(when, self._fire), when
+
+    def drop(self, waiter: asyncio.Future) -> None:
+        self._due.pop(waiter, None)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self.loop.time() + self.EARLY
+        due = [waiter for waiter, when in self._due.items() if when <= now]
+        for waiter in due:
+            del self._due[waiter]
+            expire(waiter)
+        if self._due:
+            self._when = min(self._due.values())
+            self._timer = self.loop.call_at(self._when, self._fire)
+
+
 class Pieces:
     """The body pieces of one answer, kept until read; the end or an error after the last one."""
 

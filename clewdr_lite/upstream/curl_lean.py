@@ -24,7 +24,7 @@ import os
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from clewdr_lite.upstream.body import HIGH_WATER, Pieces, expire
+from clewdr_lite.upstream.body import HIGH_WATER, Deadlines, Pieces
 
 IDLE_HANDLES = 64         # configured handles kept for reuse
 # With no transfer running for this long the multi handle closes, its kept connections with it (curl
@@ -259,6 +259,7 @@ class LeanCurl:
         self._running: dict = {}  # handle → its transfer, while in the multi handle
         self._acurl = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: Deadlines | None = None  # the heads awaited (on _loop)
         self._idle_timer: asyncio.TimerHandle | None = None  # armed while idle, not re-armed per call
         self._idle_since = 0.0  # loop time the last transfer ended
         self._closing: asyncio.Future | None = None  # a multi handle closing after an idle spell
@@ -348,14 +349,16 @@ class LeanCurl:
             raise
         future.add_done_callback(transfer.finished)
         self._running[curl] = transfer
-        timer = loop.call_later(headers_timeout, expire, transfer.head)  # lighter than asyncio.timeout
+        if self._deadlines is None:
+            self._deadlines = Deadlines(loop)
+        self._deadlines.add(transfer.head, loop.time() + headers_timeout)  # no timer of its own
         try:
             await transfer.head
         except BaseException:  # a timeout, or the caller left: end the transfer
             transfer.abort()
             raise
         finally:
-            timer.cancel()
+            self._deadlines.drop(transfer.head)
         return transfer
 
     def remove(self, curl) -> None:

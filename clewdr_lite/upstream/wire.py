@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from clewdr_lite.upstream.body import Pieces, expire
+from clewdr_lite.upstream.body import Deadlines, Pieces
 from clewdr_lite.upstream.http import within
 
 IDLE_KEEP_S = 15.0        # an idle pooled connection older than this is closed, not reused
@@ -349,6 +349,7 @@ class LeanClient:
         self._connect_timeout = connect_timeout
         self._idle: dict = {}  # (scheme, host, port) → deque of idle _Conn
         self._live: set = set()  # every open connection, idle or busy
+        self._deadlines: Deadlines | None = None  # the heads awaited, on the loop of the calls
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -413,18 +414,21 @@ class LeanClient:
         conn = await self._connect(scheme, host, port, min(self._connect_timeout, expires - loop.time()))
         return await self._exchange(loop, conn, data, head_only, expires)
 
-    @staticmethod
-    async def _exchange(loop, conn: _Conn, data: bytes, head_only: bool, expires: float):
-        """Send on `conn`; the answer's head by `expires` (a loop timer, no task or context)."""
+    async def _exchange(self, loop, conn: _Conn, data: bytes, head_only: bool, expires: float):
+        """Send on `conn`; the answer's head by `expires` (the client's deadlines: no task, context
+        or timer of its own)."""
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = Deadlines(loop)
         head = conn.send(data, head_only=head_only)
-        timer = loop.call_at(expires, expire, head)
+        deadlines.add(head, expires)
         try:
             return await head
         except BaseException:
             conn.transport.close()  # timed out, cancelled or broken: it carries nothing more
             raise
         finally:
-            timer.cancel()
+            deadlines.drop(head)
 
     async def close(self) -> None:
         """Close every connection, answers still arriving included."""

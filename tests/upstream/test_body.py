@@ -91,3 +91,44 @@ async def test_a_read_that_waits_when_the_body_is_given_up_fails_at_once():
         await pieces.next(30)
     assert loop.time() - started < 5
     assert pieces._idle is None
+
+
+async def test_calls_with_one_timeout_share_one_deadline_timer(monkeypatch):
+    """The lean clients' head deadlines: waiters added with the same timeout come due later than
+    the armed timer and leave it alone; answered ones are dropped; one still waiting at its time
+    fails with TimeoutError, on time, and the timer is then set for the next one."""
+    loop = asyncio.get_running_loop()
+    armed = _count_idle_timers(monkeypatch, loop)
+    deadlines = body.Deadlines(loop)
+    start = loop.time()
+    waiters = [loop.create_future() for _ in range(50)]
+    when = start + 0.15
+    for waiter in waiters:
+        deadlines.add(waiter, when)
+    for waiter in waiters[:-2]:  # answered: what a call does when its head comes
+        waiter.set_result(None)
+        deadlines.drop(waiter)
+    assert len(armed) == 1
+    with pytest.raises(asyncio.TimeoutError):
+        await waiters[-2]
+    assert 0.14 <= loop.time() - start < 0.5
+    assert isinstance(waiters[-1].exception(), asyncio.TimeoutError)  # the same deadline, the same firing
+    late = loop.create_future()
+    deadlines.add(late, loop.time() + 0.05)
+    with pytest.raises(asyncio.TimeoutError):
+        await late
+    assert len(armed) == 2 and deadlines._timer is None and deadlines._due == {}  # nothing left armed
+
+
+async def test_a_shorter_deadline_added_later_fires_first():
+    loop = asyncio.get_running_loop()
+    deadlines = body.Deadlines(loop)
+    slow, quick = loop.create_future(), loop.create_future()
+    deadlines.add(slow, loop.time() + 30)
+    start = loop.time()
+    deadlines.add(quick, loop.time() + 0.05)
+    with pytest.raises(asyncio.TimeoutError):
+        await quick
+    assert loop.time() - start < 1 and not slow.done()
+    deadlines.drop(slow)
+    assert deadlines._timer is not None and deadlines._when > loop.time() + 25  # set again for the slow one
