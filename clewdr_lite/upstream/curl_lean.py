@@ -56,8 +56,9 @@ def available() -> bool:
         from curl_cffi.requests import impersonate
     except ImportError:
         return False
-    sockets = (hasattr(aio, "socket_function") and hasattr(AsyncCurl, "process_data")  # _Sockets'
-               and not hasattr(AsyncCurl, "__slots__")
+    sockets = (hasattr(aio, "socket_function") and hasattr(aio, "timer_function")  # _install_callbacks'
+               and hasattr(AsyncCurl, "process_data") and not hasattr(AsyncCurl, "__slots__")
+               and (aio.CURL_SOCKET_TIMEOUT, aio.CURL_POLL_NONE) == (_SOCKET_TIMEOUT, _POLL_NONE)
                and (aio.CURL_POLL_IN, aio.CURL_POLL_OUT, aio.CURL_POLL_REMOVE) == (_POLL_IN, _POLL_OUT, _POLL_REMOVE)
                and (aio.CURL_CSELECT_IN, aio.CURL_CSELECT_OUT) == (_CSELECT_IN, _CSELECT_OUT))
     ours = {"URL": _URL, "POSTFIELDS": _POSTFIELDS, "POSTFIELDSIZE": _POSTFIELDSIZE, "HTTPGET": _HTTPGET,
@@ -71,7 +72,8 @@ def available() -> bool:
 # libcurl's socket callback values (curl/multi.h; fixed by libcurl's ABI)
 _POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
 _CSELECT_IN, _CSELECT_OUT = 1, 2
-_watching = False  # our socket callback is curl_cffi's (see _watch_sockets)
+_SOCKET_TIMEOUT, _POLL_NONE = -1, 0  # socket_action's "no socket: timeouts", and no events
+_installed = False  # our socket and timer callbacks are curl_cffi's (see _install_callbacks)
 
 
 class _Sockets:
@@ -118,7 +120,7 @@ class _Sockets:
 
 
 def _on_socket(curl, sockfd: int, what: int, clientp, data) -> int:
-    """libcurl's CURLMOPT_SOCKETFUNCTION, for every AsyncCurl once installed (_watch_sockets)."""
+    """libcurl's CURLMOPT_SOCKETFUNCTION, for every AsyncCurl once installed (_install_callbacks)."""
     acurl = _ffi.from_handle(clientp)
     try:
         sockets = acurl._lean_sockets
@@ -128,13 +130,34 @@ def _on_socket(curl, sockfd: int, what: int, clientp, data) -> int:
     return 0
 
 
-def _watch_sockets() -> None:
-    """Put _on_socket behind curl_cffi's socket callback (cffi's def_extern again for the same
-    name: the C function libcurl calls stays, the Python function it runs changes), once."""
-    global _watching
-    if not _watching:
+def _on_timer(curlm, timeout_ms: int, clientp) -> int:
+    """libcurl's CURLMOPT_TIMERFUNCTION: curl_cffi's, but a timer due now is a ready callback.
+
+    As curl_cffi does, each call replaces the multi handle's timer, and "no timer" (-1) runs
+    socket_action at once too: that run also reads the transfers that finished inside curl_cffi's
+    safety pass, which reads none (dropping it hung a lone request). Due now (0 and -1, four of a
+    claude.ai request's seven calls), it is `call_soon`'s handle, not a timer in the loop's heap.
+    """
+    acurl = _ffi.from_handle(clientp)
+    timer = getattr(acurl, "_timer", None)  # AsyncCurl.close() cancels the one kept there
+    if timer is not None:
+        timer.cancel()
+    if timeout_ms > 0:
+        acurl._timer = acurl.loop.call_later(timeout_ms / 1000, acurl.process_data, _SOCKET_TIMEOUT, _POLL_NONE)
+    else:
+        acurl._timer = acurl.loop.call_soon(acurl.process_data, _SOCKET_TIMEOUT, _POLL_NONE)
+    return 0
+
+
+def _install_callbacks() -> None:
+    """Put _on_socket and _on_timer behind curl_cffi's socket and timer callbacks (cffi's
+    def_extern again for the same names: the C functions libcurl calls stay, the Python functions
+    they run change), once; they serve every AsyncCurl from then on."""
+    global _installed
+    if not _installed:
         _ffi.def_extern(name="socket_function")(_on_socket)
-        _watching = True
+        _ffi.def_extern(name="timer_function")(_on_timer)
+        _installed = True
 
 
 class _Transfer(Pieces):
@@ -337,7 +360,7 @@ class LeanCurl:
             self._loop = loop = asyncio.get_running_loop()
         if self._acurl is None:
             from curl_cffi import AsyncCurl
-            _watch_sockets()
+            _install_callbacks()
             self._acurl = AsyncCurl(loop=loop)
         curl = self._idle.pop() if self._idle else self._new_handle()
         transfer = _Transfer(self, curl, loop)

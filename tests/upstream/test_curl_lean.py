@@ -623,3 +623,36 @@ async def test_sockets_closed_by_leaving_streams_and_their_numbers_reused_keep_c
         assert (await asyncio.wait_for(resp.json(), GUARD))["method"] == "POST"
     multi = lean._lean._acurl
     assert multi._lean_sockets.masks == {} and multi._sockfds == set() and lean._lean._running == {}
+
+
+async def test_libcurls_timer_due_now_is_a_ready_callback_and_each_call_replaces_the_last():
+    from clewdr_lite.upstream import curl_lean
+    if curl_lean._ffi is None:  # curl_cffi's ffi, kept by the first client
+        curl_lean._cffi_constants()
+    on_timer = curl_lean._on_timer
+    loop = asyncio.get_running_loop()
+    ran = []
+
+    class Multi:
+        _timer = None
+
+        def __init__(self) -> None:
+            self.loop = loop
+
+        def process_data(self, fd: int, what: int) -> None:
+            ran.append((fd, what, loop.time()))
+    multi = Multi()
+    handle = curl_lean._ffi.new_handle(multi)
+    started = loop.time()
+    on_timer(None, 50, handle)  # in 50 ms: a timer
+    first = multi._timer
+    assert isinstance(first, asyncio.TimerHandle)
+    on_timer(None, 0, handle)  # now: a ready callback, replacing the timer
+    assert first.cancelled() and not isinstance(multi._timer, asyncio.TimerHandle)
+    await asyncio.sleep(0)
+    assert [(fd, what) for fd, what, _ in ran] == [(-1, 0)]
+    on_timer(None, -1, handle)  # no timer wanted: socket_action still runs at once (it reads finished transfers)
+    await asyncio.sleep(0)
+    on_timer(None, 30, handle)
+    await asyncio.sleep(0.1)
+    assert [(fd, what) for fd, what, _ in ran] == [(-1, 0)] * 3 and ran[-1][2] - started >= 0.03
