@@ -56,14 +56,14 @@ def available() -> bool:
         from curl_cffi.requests import impersonate
     except ImportError:
         return False
-    sockets = (hasattr(aio, "socket_function") and hasattr(aio, "timer_function")  # _install_callbacks'
-               and hasattr(AsyncCurl, "process_data") and not hasattr(AsyncCurl, "__slots__")
-               and (aio.CURL_SOCKET_TIMEOUT, aio.CURL_POLL_NONE) == (_SOCKET_TIMEOUT, _POLL_NONE)
-               and (aio.CURL_POLL_IN, aio.CURL_POLL_OUT, aio.CURL_POLL_REMOVE) == (_POLL_IN, _POLL_OUT, _POLL_REMOVE)
-               and (aio.CURL_CSELECT_IN, aio.CURL_CSELECT_OUT) == (_CSELECT_IN, _CSELECT_OUT))
+    callbacks = (hasattr(aio, "socket_function") and hasattr(aio, "timer_function")  # _install_callbacks'
+                 and hasattr(AsyncCurl, "process_data") and not hasattr(AsyncCurl, "__slots__")
+                 and (aio.CURL_SOCKET_TIMEOUT, aio.CURL_POLL_NONE) == (_SOCKET_TIMEOUT, _POLL_NONE)
+                 and (aio.CURL_POLL_IN, aio.CURL_POLL_OUT, aio.CURL_POLL_REMOVE) == (_POLL_IN, _POLL_OUT, _POLL_REMOVE)
+                 and (aio.CURL_CSELECT_IN, aio.CURL_CSELECT_OUT) == (_CSELECT_IN, _CSELECT_OUT))
     ours = {"URL": _URL, "POSTFIELDS": _POSTFIELDS, "POSTFIELDSIZE": _POSTFIELDSIZE, "HTTPGET": _HTTPGET,
             "CUSTOMREQUEST": _CUSTOMREQUEST, "HTTPHEADER": _HTTPHEADER, "HTTPPROXYTUNNEL": _HTTPPROXYTUNNEL}
-    return (sockets and hasattr(Curl, "pause") and hasattr(Curl, "clean_handles_and_buffers")
+    return (callbacks and hasattr(Curl, "pause") and hasattr(Curl, "clean_handles_and_buffers")
             and hasattr(impersonate, "resolve_latest_browser_type")
             and all(hasattr(lib, name) for name in ("_curl_easy_setopt", "curl_slist_append", "curl_slist_free_all"))
             and all(getattr(CurlOpt, name, None) == number for name, number in ours.items()))
