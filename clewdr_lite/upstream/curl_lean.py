@@ -38,6 +38,11 @@ PAUSE_CONTINUE = 0
 # libcurl's option numbers for what each call sets (CurlOpt's values; fixed by libcurl's ABI)
 _URL, _POSTFIELDS, _POSTFIELDSIZE, _HTTPGET = 10002, 10015, 60, 80
 _CUSTOMREQUEST, _HTTPHEADER, _HTTPPROXYTUNNEL = 10036, 10023, 61
+# libcurl's socket callback values (curl/multi.h; fixed by libcurl's ABI)
+_POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
+_CSELECT_IN, _CSELECT_OUT = 1, 2
+_SOCKET_TIMEOUT, _POLL_NONE = -1, 0  # socket_action's "no socket: timeouts", and no events
+_installed = False  # our socket and timer callbacks are curl_cffi's (see _install_callbacks)
 # curl_cffi's ffi and lib and cffi values made with them, set by the first LeanCurl (lazy import)
 _ffi = _lib = _NULL = _ONE = _ZERO = None
 
@@ -67,13 +72,6 @@ def available() -> bool:
             and hasattr(impersonate, "resolve_latest_browser_type")
             and all(hasattr(lib, name) for name in ("_curl_easy_setopt", "curl_slist_append", "curl_slist_free_all"))
             and all(getattr(CurlOpt, name, None) == number for name, number in ours.items()))
-
-
-# libcurl's socket callback values (curl/multi.h; fixed by libcurl's ABI)
-_POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
-_CSELECT_IN, _CSELECT_OUT = 1, 2
-_SOCKET_TIMEOUT, _POLL_NONE = -1, 0  # socket_action's "no socket: timeouts", and no events
-_installed = False  # our socket and timer callbacks are curl_cffi's (see _install_callbacks)
 
 
 class _Sockets:
@@ -282,7 +280,7 @@ class LeanCurl:
         self._running: dict = {}  # handle → its transfer, while in the multi handle
         self._acurl = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._deadlines: Deadlines | None = None  # the heads awaited (on _loop)
+        self._deadlines: Deadlines | None = None  # the heads awaited (on _loop, made with it)
         self._idle_timer: asyncio.TimerHandle | None = None  # armed while idle, not re-armed per call
         self._idle_since = 0.0  # loop time the last transfer ended
         self._closing: asyncio.Future | None = None  # a multi handle closing after an idle spell
@@ -358,6 +356,7 @@ class LeanCurl:
         loop = self._loop
         if loop is None:  # a client lives on the loop it first ran on (so does its multi handle)
             self._loop = loop = asyncio.get_running_loop()
+            self._deadlines = Deadlines(loop)
         if self._acurl is None:
             from curl_cffi import AsyncCurl
             _install_callbacks()
@@ -372,8 +371,6 @@ class LeanCurl:
             raise
         future.add_done_callback(transfer.finished)
         self._running[curl] = transfer
-        if self._deadlines is None:
-            self._deadlines = Deadlines(loop)
         self._deadlines.add(transfer.head, loop.time() + headers_timeout)  # no timer of its own
         try:
             await transfer.head
