@@ -184,3 +184,14 @@ def test_info_lines_reach_other_handlers_and_filters_as_records(logger):
     assert [r.getMessage() for r in other.records] == ["to both"]
     assert seen == ["filtered"]
     assert [line.split("INFO  ")[1] for line in sink.getvalue().splitlines()] == ["to both", "filtered"]
+
+
+def test_the_time_stamp_gives_milliseconds_as_three_digits():
+    import time as _time
+
+    from clewdr_lite.logs import ClockFormatter
+    fmt = ClockFormatter()
+    base = 1_760_000_000  # a whole second
+    prefix = _time.strftime("%H:%M:%S", _time.localtime(base))
+    stamps = [fmt.stamp(base + fraction) for fraction in (0.0, 0.005, 0.0509, 0.5, 0.9999)]
+    assert stamps == [f"{prefix}.{ms}" for ms in ("000", "005", "050", "500", "999")]
