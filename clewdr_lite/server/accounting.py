@@ -107,6 +107,7 @@ async def timing(request: web.Request, handler):
         return response
     finally:
         TIMING.reset(token)
+        clock.on_sent()  # what waited for an upstream call the request never made (its [REQ] line)
         try:
             _finished(request, clock, status)
         except Exception:  # this layer is outside the funnel: a fault in the log or the metrics

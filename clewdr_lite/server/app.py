@@ -39,7 +39,6 @@ class State:
     started: float
     rand: Callable[[], float] = random.random
     sleep: Any = asyncio.sleep
-    loop: Any = None  # the serving event loop, set at start-up (get_running_loop() costs a getpid() on 3.11)
     _web: Any = None  # the claude.ai upstream, built on first use (see `web`)
     _code: Any = None  # the Claude Code upstream, built on first use (see `code`)
     providers: tuple = ()
@@ -276,7 +275,6 @@ async def _open_store(state: State) -> None:
 
 async def _background(app: web.Application):
     state = app[STATE]
-    state.loop = asyncio.get_running_loop()
     await _open_store(state)
     state.saved_version = _versions(state)
     tasks = [asyncio.ensure_future(_persister(state)), asyncio.ensure_future(_ticker(state))]

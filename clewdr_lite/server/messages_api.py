@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 
@@ -15,6 +15,7 @@ from clewdr_lite.server.api import json_response, local_answer, read_json
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.hub import stream_out
 from clewdr_lite.server.streaming import send_stream
+from clewdr_lite.upstream.http import TIMING
 from clewdr_lite.upstream.relay import RawOut
 
 openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: imported when first used
@@ -41,12 +42,18 @@ async def respond(request: web.Request, result, dialect: str, *, model: str, str
     return json_response(result)
 
 
-def _log_request(state, req: dict, dialect: str, model: str, upstream: str) -> None:
-    """ClewdR's [REQ] line, written on the next loop turn: while the upstream is being asked, not
-    on the way to it (the request's facts are taken now)."""
-    (state.loop or asyncio.get_running_loop()).call_soon(
-        _req_line, bool(req.get("stream")), len(req["messages"]), model, bool(req.get("thinking")),
-        "OpenAI" if dialect == errors.OPENAI else "Claude", upstream)
+def _log_request(req: dict, dialect: str, model: str, upstream: str) -> None:
+    """ClewdR's [REQ] line, written once the first upstream call is out: while the upstream is
+    being asked, not on the way to it, and with no loop turn of its own (Timing.after_send; the
+    request's facts are taken now). A request that never reaches an upstream writes it at its end."""
+    line = functools.partial(_req_line, bool(req.get("stream")), len(req["messages"]), model,
+                             bool(req.get("thinking")), "OpenAI" if dialect == errors.OPENAI else "Claude",
+                             upstream)
+    clock = TIMING.get()
+    if clock is None:  # not a proxied request's task: at once
+        line()
+    else:
+        clock.after_send(line)
 
 
 def _req_line(stream: bool, msgs: int, model: str, think: bool, form: str, upstream: str) -> None:
@@ -61,7 +68,7 @@ async def serve_code(request: web.Request, req: dict, dialect: str, *, include_u
     model, stream = echo_model or req["model"], bool(req.get("stream"))
     if not stream and anthropic.is_hi(req):
         return await local_answer(request, dialect, {**req, "model": model}, anthropic.HI_TEXT)
-    _log_request(state, req, dialect, model, "claude_code")
+    _log_request(req, dialect, model, "claude_code")
     admit(request, model=model, provider="claude_code", upstream_model=req["model"], req=req)
     acct(request).update(provider="claude_code", model=model, upstream_model=req["model"], stream=stream)
     result = await state.code.open(req, stream=stream, echo_model=model, client_headers=request.headers)
@@ -73,7 +80,7 @@ async def serve_keys(request: web.Request, req: dict, dialect: str, *, route, or
     """An `anthropic` API-key provider: key rotation, pass-through relay (gateway.md §2.3, §8)."""
     state = request.app[STATE]
     model, stream = req["model"], bool(req.get("stream"))
-    _log_request(state, req, dialect, model, route.provider)
+    _log_request(req, dialect, model, route.provider)
     raw = None
     if dialect == errors.OPENAI:
         req = anthropic.prepare_for_api(req, state.config.first_user_placeholder)

@@ -32,7 +32,8 @@ log = logging.getLogger("clewdr_lite.http")
 class Timing:
     """When a request arrived, and when its upstream calls were sent and answered (monotonic s)."""
 
-    __slots__ = ("arrived", "read", "first_send", "last_headers", "sends", "waited", "credential", "request_id")
+    __slots__ = ("arrived", "read", "first_send", "last_headers", "sends", "waited", "credential", "request_id",
+                 "pending")
 
     def __init__(self, arrived: float) -> None:
         self.arrived = self.read = arrived
@@ -41,6 +42,7 @@ class Timing:
         self.waited = 0.0  # time inside upstream calls (and retry sleeps): not overhead
         self.credential = None  # the masked credential of the latest attempt, for the request log
         self.request_id = None  # the id the latest answering upstream gave its answer, for the log
+        self.pending: Callable[[], None] | None = None  # work for when the first request is out
 
     def sent(self) -> float:
         """Mark one upstream request going out."""
@@ -49,6 +51,22 @@ class Timing:
             self.first_send = now
         self.sends += 1
         return now
+
+    def after_send(self, work: Callable[[], None]) -> None:
+        """Run `work` once the request's first upstream call is on its way (see `on_sent`): off the
+        path to the upstream, and without a loop turn of its own."""
+        self.pending = work
+
+    def on_sent(self) -> None:
+        """The bytes of an upstream call are out (or the request ends without one): run what waits
+        for that. A fault in it is logged; the request goes on."""
+        work = self.pending
+        if work is not None:
+            self.pending = None
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - work for the log must never fail the request
+                log.exception("after-send work failed")
 
     def identify(self, headers: Mapping[str, str]) -> None:
         """Keep the upstream's id of an answer (Anthropic `request-id`, OpenAI-style `x-request-id`)."""
@@ -294,6 +312,8 @@ class AiohttpClient:
                                   allow_redirects=False, **extra)
         clock = TIMING.get()
         started = clock.sent() if clock else 0.0
+        if clock:
+            clock.on_sent()  # aiohttp's client has no hook after its write: at the call's start
         try:
             resp = await within(ctx, headers_timeout or HEADERS_TIMEOUT)
         finally:
@@ -318,7 +338,8 @@ class AiohttpClient:
         started = clock.sent() if clock else 0.0
         try:
             status, head, answer = await self._lean.request(method, url, headers, body,
-                                                            headers_timeout or HEADERS_TIMEOUT)
+                                                            headers_timeout or HEADERS_TIMEOUT,
+                                                            on_sent=clock.on_sent if clock else None)
         finally:
             if clock:
                 clock.answered(started)
@@ -389,6 +410,8 @@ class CurlClient:
             headers.setdefault("Content-Type", "application/json")
         clock = TIMING.get()
         started = clock.sent() if clock else 0.0
+        if clock:
+            clock.on_sent()  # curl writes on a later loop turn: at the call's start
         try:
             if impersonate and not files:
                 transfer = await lean.request(method, url, headers, data, headers_timeout or HEADERS_TIMEOUT)

@@ -19,6 +19,7 @@ import sys
 import time
 import zlib
 from collections import deque
+from typing import Callable
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
@@ -395,9 +396,10 @@ class LeanClient:
         self._live.add(conn)
         return conn
 
-    async def request(self, method: str, url: str, headers, body: bytes | None, deadline: float):
+    async def request(self, method: str, url: str, headers, body: bytes | None, deadline: float, *,
+                      on_sent: Callable[[], None] | None = None):
         """Send; return (status, headers, _Body) once the headers are in, within `deadline` seconds
-        (asyncio.TimeoutError after that)."""
+        (asyncio.TimeoutError after that). `on_sent` runs once the request's bytes are written."""
         target = _target(url)
         data = _request_bytes(method, target, headers, body)
         head_only = method == "HEAD"
@@ -408,13 +410,14 @@ class LeanClient:
         expires = loop.time() + deadline
         if conn is not None:
             try:
-                return await self._exchange(loop, conn, data, head_only, expires)
+                return await self._exchange(loop, conn, data, head_only, expires, on_sent)
             except aiohttp.ServerDisconnectedError:
                 pass  # closed by the server while idle: once more on a new connection
         conn = await self._connect(scheme, host, port, min(self._connect_timeout, expires - loop.time()))
-        return await self._exchange(loop, conn, data, head_only, expires)
+        return await self._exchange(loop, conn, data, head_only, expires, on_sent)
 
-    async def _exchange(self, loop, conn: _Conn, data: bytes, head_only: bool, expires: float):
+    async def _exchange(self, loop, conn: _Conn, data: bytes, head_only: bool, expires: float,
+                        on_sent: Callable[[], None] | None = None):
         """Send on `conn`; the answer's head by `expires` (the client's deadlines: no task, context
         or timer of its own)."""
         deadlines = self._deadlines
@@ -422,6 +425,8 @@ class LeanClient:
             deadlines = self._deadlines = Deadlines(loop)
         head = conn.send(data, head_only=head_only)
         deadlines.add(head, expires)
+        if on_sent is not None:
+            on_sent()
         try:
             return await head
         except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import aiohttp
 import anthropic
@@ -248,6 +249,25 @@ async def test_each_request_logs_its_req_line(api, start_proxy, caplog):
     assert lines == [
         f"[REQ] stream: False, msgs: 3, model: {MODEL}, think: False, format: Claude, upstream: console",
         f"[REQ] stream: True, msgs: 1, model: {MODEL}, think: False, format: Claude, upstream: console"]
+
+
+async def test_the_req_line_of_a_request_that_reaches_no_upstream_is_still_written(start_proxy, caplog):
+    """The line waits for the first upstream call to go out; an upstream that cannot be reached
+    (connection refused, retried) gets the request's one line at its end."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens here
+    provider = {"name": "console", "type": "anthropic", "base_url": f"http://127.0.0.1:{port}", "keys": [K1],
+                "models": ["claude-*"]}
+    proxy = await start_proxy({"providers": [provider]})
+    caplog.set_level("INFO", logger="clewdr_lite")
+    async with client(proxy) as c:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            await c.messages.create(model=MODEL, max_tokens=10, messages=MSG)
+    assert caught.value.status_code >= 500
+    lines = [r.getMessage() for r in caplog.records if "[REQ]" in r.getMessage()]
+    assert lines == [f"[REQ] stream: False, msgs: 1, model: {MODEL}, think: False, format: Claude, upstream: console"]
 
 
 async def test_a_stream_cut_before_its_content_fails_over_cleanly(clock, start_proxy):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import logging
 import ssl
 import subprocess
 import zlib
@@ -469,3 +470,39 @@ async def test_idle_connections_beyond_the_per_origin_cap_are_closed(monkeypatch
         for _ in range(3):
             assert (await client.request("GET", base + "/")).status == 200
         assert server.connections == 4                        # two kept, reused in turn
+
+
+async def test_after_send_work_runs_once_the_request_is_written_not_when_answered():
+    """Timing.after_send: the work runs while the call waits for its head (the bytes are out),
+    once, even when no head ever comes; a second call finds nothing left to run."""
+    ran = []
+    async with talking(lambda head, body: ok()) as (server, base, client):
+        clock = http.Timing(arrived=0.0)
+        token = http.TIMING.set(clock)
+        try:
+            clock.after_send(lambda: ran.append(len(server.requests)))
+            server.answer = lambda head, body: []  # never answers
+            with pytest.raises(asyncio.TimeoutError):
+                await client.request("POST", base + "/", data=b"{}", headers_timeout=0.2)
+            assert ran == [0]  # ran during the call: the server had not even read it yet
+            server.answer = lambda head, body: ok()
+            assert (await client.request("POST", base + "/", data=b"{}")).status == 200
+            assert ran == [0] and len(server.requests) == 2
+        finally:
+            http.TIMING.reset(token)
+
+
+def test_after_send_work_runs_once_and_a_fault_in_it_is_logged_not_raised(caplog):
+    clock = http.Timing(arrived=0.0)
+    ran = []
+    clock.after_send(lambda: ran.append(1))
+    clock.on_sent()
+    clock.on_sent()
+    assert ran == [1]
+
+    def broken():
+        raise ValueError("disk gone")
+    clock.after_send(broken)
+    with caplog.at_level(logging.ERROR, logger="clewdr_lite.http"):
+        clock.on_sent()  # does not raise
+    assert "after-send work failed" in caplog.text and clock.pending is None
