@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -58,6 +59,7 @@ def available() -> bool:
     """Whether the installed curl_cffi has what this path uses (0.16 and later)."""
     try:
         from curl_cffi import AsyncCurl, Curl, CurlOpt, aio, lib
+        from curl_cffi import curl as curl_module
         from curl_cffi.requests import impersonate
     except ImportError:
         return False
@@ -68,7 +70,9 @@ def available() -> bool:
                  and (aio.CURL_CSELECT_IN, aio.CURL_CSELECT_OUT) == (_CSELECT_IN, _CSELECT_OUT))
     ours = {"URL": _URL, "POSTFIELDS": _POSTFIELDS, "POSTFIELDSIZE": _POSTFIELDSIZE, "HTTPGET": _HTTPGET,
             "CUSTOMREQUEST": _CUSTOMREQUEST, "HTTPHEADER": _HTTPHEADER, "HTTPPROXYTUNNEL": _HTTPPROXYTUNNEL}
-    return (callbacks and hasattr(Curl, "pause") and hasattr(Curl, "clean_handles_and_buffers")
+    contexts = (hasattr(curl_module, "_CallbackContext") and hasattr(curl_module, "_store_callback_error")
+                and hasattr(curl_module, "write_callback") and hasattr(Curl, "_get_callback_exception"))
+    return (callbacks and contexts and hasattr(Curl, "pause") and hasattr(Curl, "clean_handles_and_buffers")
             and hasattr(impersonate, "resolve_latest_browser_type")
             and all(hasattr(lib, name) for name in ("_curl_easy_setopt", "curl_slist_append", "curl_slist_free_all"))
             and all(getattr(CurlOpt, name, None) == number for name, number in ours.items()))
@@ -147,15 +151,48 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
     return 0
 
 
+def _on_write(ptr, size: int, nmemb: int, userdata) -> int:
+    """libcurl's header and body callback for every handle that has curl_cffi call a function
+    (CURLOPT_HEADERFUNCTION, CURLOPT_WRITEFUNCTION): curl_cffi's `write_callback`, less two Python
+    calls and the checks for the usual answer, a function that took every byte (some thirty a
+    claude.ai request, one per header line and body piece). Other answers get curl_cffi's rules."""
+    wrote = _ffi.from_handle(userdata).callback(_ffi.buffer(ptr, nmemb)[:])
+    if wrote == nmemb and size == 1:
+        return wrote
+    return _write_rules(wrote, size, nmemb)
+
+
+def _write_rules(wrote, size: int, nmemb: int) -> int:
+    """curl_cffi's `write_callback` after its call: pause and error pass; anything else counts as
+    every byte taken (with its warning when the function said otherwise)."""
+    from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlCffiWarning
+
+    wrote = int(wrote) if wrote else 0
+    if wrote in (WRITEFUNC_PAUSE, CURL_WRITEFUNC_ERROR):
+        return wrote
+    if wrote != nmemb * size:
+        warnings.warn("Wrote bytes != received bytes.", CurlCffiWarning, stacklevel=2)
+    return nmemb * size
+
+
 def _install_callbacks() -> None:
-    """Put _on_socket and _on_timer behind curl_cffi's socket and timer callbacks (cffi's
-    def_extern again for the same names: the C functions libcurl calls stay, the Python functions
-    they run change), once; they serve every AsyncCurl from then on."""
+    """Put _on_socket, _on_timer and _on_write behind curl_cffi's socket, timer and write
+    callbacks (cffi's def_extern again for the same names: the C functions libcurl calls stay,
+    the Python functions they run change), once; they serve every AsyncCurl and Curl from then on.
+    The write callback keeps curl_cffi's error handler: an exception in the function is kept on
+    its handle's context and fails the transfer."""
     global _installed
     if not _installed:
+        from curl_cffi.curl import CURL_WRITEFUNC_ERROR, _store_callback_error
         _ffi.def_extern(name="socket_function")(_on_socket)
         _ffi.def_extern(name="timer_function")(_on_timer)
+        _ffi.def_extern(name="write_callback", onerror=_store_callback_error(CURL_WRITEFUNC_ERROR))(_on_write)
         _installed = True
+
+
+def _unused(data: bytes) -> int:
+    """A handle's callbacks between its calls (libcurl calls none then)."""
+    return len(data)
 
 
 class _Transfer(Pieces):
@@ -314,16 +351,21 @@ class LeanCurl:
         # no SIGPIPE juggling around every socket operation (two rt_sigaction calls each; Python
         # ignores SIGPIPE already, and this libcurl resolves names with c-ares, not alarm())
         setopt(CurlOpt.NOSIGNAL, 1)
+        # curl_cffi's callback contexts, set once and kept for the handle's life: each call points
+        # them at its transfer (and clears their exception) instead of setting both options again
+        # (a new context each, and the handle's buffers cleaned after)
+        setopt(CurlOpt.HEADERFUNCTION, _unused)
+        setopt(CurlOpt.WRITEFUNCTION, _unused)
+        curl._lean_contexts = (_ffi.from_handle(curl._header_handle), _ffi.from_handle(curl._write_handle))
         return curl
 
     def _configure(self, curl, transfer: _Transfer, method: str, url: str, headers, body: bytes | None) -> None:
         """The per-call options (every one a previous call on the handle may have set).
 
         Set with libcurl's setopt through curl_cffi's glue, as `Curl.setopt` ends up doing, less
-        its per-call work (two dict literals, an enum division, a type dispatch). Only the callbacks
-        go through `Curl.setopt`, which keeps their handles.
+        its per-call work (two dict literals, an enum division, a type dispatch). The callbacks
+        stay set (`_new_handle`): their contexts are pointed at this transfer.
         """
-        from curl_cffi import CurlOpt
         handle, setopt = curl._curl, _lib._curl_easy_setopt
         failed = setopt(handle, _URL, url.encode())
         if method == "POST" or body is not None or method in ("PUT", "PATCH"):
@@ -345,8 +387,9 @@ class LeanCurl:
         failed |= setopt(handle, _HTTPHEADER, transfer.header_list)
         if failed:
             raise aiohttp.ClientConnectionError(f"curl refused the call's options (code {failed})")
-        curl.setopt(CurlOpt.HEADERFUNCTION, transfer.on_header)
-        curl.setopt(CurlOpt.WRITEFUNCTION, transfer.on_body)
+        head, body = curl._lean_contexts
+        head.callback, head.exception = transfer.on_header, None
+        body.callback, body.exception = transfer.on_body, None
 
     async def request(self, method: str, url: str, headers, body: bytes | None,
                       headers_timeout: float) -> _Transfer:
@@ -391,7 +434,8 @@ class LeanCurl:
         if self._running.get(curl) is transfer:
             del self._running[curl]
         transfer.free()
-        curl.clean_handles_and_buffers()  # the callbacks of the call
+        head, body = curl._lean_contexts
+        head.callback = body.callback = _unused  # the handle keeps no transfer alive
         if self._closed or len(self._idle) >= IDLE_HANDLES:
             self._custom.discard(curl)
             curl.close()

@@ -656,3 +656,61 @@ async def test_libcurls_timer_due_now_is_a_ready_callback_and_each_call_replaces
     on_timer(None, 30, handle)
     await asyncio.sleep(0.1)
     assert [(fd, what) for fd, what, _ in ran] == [(-1, 0)] * 3 and ran[-1][2] - started >= 0.03
+
+
+async def test_a_handles_callback_contexts_are_set_once_and_point_at_each_call_in_turn(upstream, lean):
+    """The header and body callbacks stay set on a handle: each call points curl_cffi's contexts at
+    its own transfer, and a handle back in the idle list keeps no transfer alive."""
+    from clewdr_lite.upstream import curl_lean
+    contexts = []
+    for n in range(3):
+        resp = await lean.request("POST", upstream.origin + "/echo", headers={}, json={"n": n})
+        assert (await resp.json())["method"] == "POST"
+        await resp.close()
+        (curl,) = lean._lean._idle
+        contexts.append((curl._header_handle, curl._write_handle, *curl._lean_contexts))
+    assert all(c == contexts[0] for c in contexts)  # the same handles and contexts served every call
+    head, body = contexts[0][2:]
+    assert head.callback is body.callback is curl_lean._unused and head.exception is body.exception is None
+
+
+async def test_a_failing_callback_fails_its_call_and_the_next_call_on_the_handle_succeeds(upstream, lean, monkeypatch):
+    """An exception in a callback is kept on the handle's context by curl_cffi's handler and fails
+    that transfer; the next call clears it."""
+    from clewdr_lite.upstream import curl_lean
+
+    def broken(self, line: bytes) -> int:
+        raise RuntimeError("callback broke")
+    monkeypatch.setattr(curl_lean._Transfer, "on_header", broken)
+    with pytest.raises(aiohttp.ClientConnectionError, match="callback broke"):
+        await asyncio.wait_for(lean.request("GET", upstream.origin + "/echo", headers={}), GUARD)
+    monkeypatch.undo()
+    resp = await asyncio.wait_for(lean.request("GET", upstream.origin + "/echo", headers={}), GUARD)
+    assert (await resp.json())["method"] == "GET"
+    assert len(lean._lean._idle) == 1  # the same handle, its context's exception cleared
+
+
+async def test_curl_cffis_own_session_still_works_through_the_lean_write_callback(upstream, lean):
+    """The write callback is every handle's once installed: curl_cffi's AsyncSession (uploads go
+    through it) reads whole answers through it as before."""
+    from curl_cffi.requests import AsyncSession
+    resp = await lean.request("GET", upstream.origin + "/echo", headers={})  # installs the callbacks
+    await resp.read()
+    async with AsyncSession() as session:
+        answer = await session.post(upstream.origin + "/echo", json={"x": 1})
+        streamed = await session.get(upstream.origin + "/big", stream=True)
+        got = b"".join([piece async for piece in streamed.aiter_content()])
+    assert answer.status_code == 200 and answer.json()["method"] == "POST"
+    assert len(got) == 64 * (body.HIGH_WATER // 16)
+
+
+def test_the_write_callbacks_rare_answers_follow_curl_cffis_rules():
+    from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlCffiWarning
+
+    from clewdr_lite.upstream import curl_lean
+    assert curl_lean._write_rules(curl_lean.WRITEFUNC_PAUSE, 1, 10) == curl_lean.WRITEFUNC_PAUSE
+    assert curl_lean._write_rules(CURL_WRITEFUNC_ERROR, 1, 10) == CURL_WRITEFUNC_ERROR
+    with pytest.warns(CurlCffiWarning):
+        assert curl_lean._write_rules(None, 1, 10) == 10  # taken as every byte, with curl_cffi's warning
+    with pytest.warns(CurlCffiWarning):
+        assert curl_lean._write_rules(3, 1, 10) == 10
