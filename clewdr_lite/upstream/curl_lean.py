@@ -138,7 +138,8 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
     As curl_cffi does, each call replaces the multi handle's timer, and "no timer" (-1) runs
     socket_action at once too: that run also reads the transfers that finished inside curl_cffi's
     safety pass, which reads none (dropping it hung a lone request). Due now (0 and -1, four of a
-    claude.ai request's seven calls), it is `call_soon`'s handle, not a timer in the loop's heap.
+    claude.ai request's seven calls), it is `call_soon`'s handle, not a timer in the loop's heap,
+    or, asked while LeanCurl.request adds its handle, a run that request makes itself at once.
     """
     acurl = _ffi.from_handle(clientp)
     timer = getattr(acurl, "_timer", None)  # AsyncCurl.close() cancels the one kept there
@@ -146,6 +147,9 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
         timer.cancel()
     if timeout_ms > 0:
         acurl._timer = acurl.loop.call_later(timeout_ms / 1000, acurl.process_data, _SOCKET_TIMEOUT, _POLL_NONE)
+    elif getattr(acurl, "_lean_adding", False):  # LeanCurl.request runs it once the handle is in
+        acurl._timer = None
+        acurl._lean_due = True
     else:
         acurl._timer = acurl.loop.call_soon(acurl.process_data, _SOCKET_TIMEOUT, _POLL_NONE)
     return 0
@@ -406,16 +410,23 @@ class LeanCurl:
             self._acurl = AsyncCurl(loop=loop)
         curl = self._idle.pop() if self._idle else self._new_handle()
         transfer = _Transfer(self, curl, loop)
+        acurl = self._acurl
         try:
             self._configure(curl, transfer, method, url, headers, body)
-            future = self._acurl.add_handle(curl)
+            acurl._lean_adding = True  # a timer due now is run below, in this turn (_on_timer)
+            try:
+                future = acurl.add_handle(curl)
+            finally:
+                acurl._lean_adding = False
         except BaseException:
+            self._run_due(acurl, later=True)
             self.release(curl, transfer)
             raise
         future.add_done_callback(transfer.finished)
         self._running[curl] = transfer
         self._deadlines.add(transfer.head, loop.time() + headers_timeout)  # no timer of its own
         try:
+            self._run_due(acurl)
             await transfer.head
         except BaseException:  # a timeout, or the caller left: end the transfer
             transfer.abort()
@@ -423,6 +434,18 @@ class LeanCurl:
         finally:
             self._deadlines.drop(transfer.head)
         return transfer
+
+    @staticmethod
+    def _run_due(acurl, *, later: bool = False) -> None:
+        """The timer libcurl asked for, due now, while its call's handle was being added: run here,
+        in this loop turn, so the call goes out at once (a ready handle would cost a loop turn
+        of its own first); `later`: the add failed, the timer runs as a ready handle after all."""
+        if getattr(acurl, "_lean_due", False):
+            acurl._lean_due = False
+            if later:
+                acurl._timer = acurl.loop.call_soon(acurl.process_data, _SOCKET_TIMEOUT, _POLL_NONE)
+            else:
+                acurl.process_data(_SOCKET_TIMEOUT, _POLL_NONE)
 
     def remove(self, curl) -> None:
         """End a running transfer (its future is cancelled; `finished` then releases the handle)."""

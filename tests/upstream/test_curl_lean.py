@@ -714,3 +714,56 @@ def test_the_write_callbacks_rare_answers_follow_curl_cffis_rules():
         assert curl_lean._write_rules(None, 1, 10) == 10  # taken as every byte, with curl_cffi's warning
     with pytest.warns(CurlCffiWarning):
         assert curl_lean._write_rules(3, 1, 10) == 10
+
+
+async def test_a_timer_due_now_while_a_call_is_added_runs_in_that_turn_not_as_a_ready_handle():
+    """Adding a handle, libcurl asks for its timer at once: the call runs it itself (the request
+    goes out without a loop turn first); a failed add leaves it to a ready handle after all."""
+    from clewdr_lite.upstream import curl_lean
+    from clewdr_lite.upstream.curl_lean import LeanCurl
+    if curl_lean._ffi is None:
+        curl_lean._cffi_constants()
+    loop = asyncio.get_running_loop()
+    ran = []
+
+    class Multi:
+        _timer = None
+
+        def __init__(self) -> None:
+            self.loop = loop
+
+        def process_data(self, fd: int, what: int) -> None:
+            ran.append((fd, what))
+    multi = Multi()
+    handle = curl_lean._ffi.new_handle(multi)
+    multi._lean_adding = True
+    curl_lean._on_timer(None, 0, handle)
+    multi._lean_adding = False
+    assert multi._timer is None and multi._lean_due and ran == []
+    LeanCurl._run_due(multi)
+    assert ran == [(-1, 0)] and not multi._lean_due
+    LeanCurl._run_due(multi)  # nothing due: nothing runs
+    assert ran == [(-1, 0)]
+
+    multi._lean_adding = True
+    curl_lean._on_timer(None, 0, handle)
+    multi._lean_adding = False
+    LeanCurl._run_due(multi, later=True)
+    assert ran == [(-1, 0)] and multi._timer is not None  # a ready handle, run on the next turn
+    await asyncio.sleep(0)
+    assert ran == [(-1, 0), (-1, 0)]
+
+
+async def test_a_call_goes_out_in_the_turn_it_is_made(upstream, lean):
+    """The request leaves inside request()'s first step: after that one loop turn libcurl already
+    waits to read the answer on the (reused) connection."""
+    from clewdr_lite.upstream import curl_lean
+    resp = await lean.request("GET", upstream.origin + "/echo", headers={})  # the handle and the connection
+    await resp.read()
+    sockets = lean._lean._acurl._lean_sockets
+    assert sockets.masks == {}  # between calls libcurl watches nothing
+    task = asyncio.ensure_future(lean.request("POST", upstream.origin + "/echo", headers={}, json={"a": 1}))
+    await asyncio.sleep(0)  # one turn: the task runs up to its wait for the head
+    assert list(sockets.masks.values()) == [curl_lean._POLL_IN]  # sent: the answer is awaited
+    resp = await asyncio.wait_for(task, GUARD)
+    assert (await resp.json())["method"] == "POST"
