@@ -370,6 +370,7 @@ class Store:
             self._wlock = contextlib.nullcontext()
         # everything below is shared with the writer thread and guarded by _cond
         self._cond = threading.Condition()
+        self._lock = self._cond._lock if hasattr(self._cond, "_lock") else self._cond  # see record()
         self._queue: deque = deque()
         self._carry: list = []  # a batch whose commit failed, retried first
         self._tries = 0
@@ -399,7 +400,9 @@ class Store:
         if type(row) is tuple:
             if len(row) != len(NAMES):
                 raise ValueError(f"a request log row has {len(NAMES)} values, not {len(row)}")
-            item = (row, self._kept((request_body, None), row[AT["status"]], row[AT["error_type"]]))
+            kept = None if request_body is None else \
+                self._kept((request_body, None), row[AT["status"]], row[AT["error_type"]])
+            item = (row, kept)
         else:
             if not ACCEPTED.issuperset(row):
                 raise ValueError(f"unknown request log fields: {sorted(row.keys() - ACCEPTED)}")
@@ -407,7 +410,8 @@ class Store:
                 row = {**row, "ts": self._clock()}
             bodies = (row.get("request_body"), row.get("response_body"))
             item = (row, self._kept(bodies, row.get("status"), row.get("error_type")))
-        with self._cond:
+        # the condition's own lock, taken in C: the condition's `with` is two Python calls a row
+        with self._lock:
             if self._stopping or self._dead:
                 self._counts["dropped"] += 1
                 return
