@@ -53,8 +53,11 @@ class Timing:
         return now
 
     def after_send(self, work: Callable[[], None]) -> None:
-        """Run `work` once the request's first upstream call is on its way (see `on_sent`): off the
-        path to the upstream, and without a loop turn of its own."""
+        """Run `work` once the request's next upstream call is on its way (see `on_sent`): off the
+        path to the upstream, and without a loop turn of its own. Work still waiting (a route that
+        failed over before it sent anything) runs first, now."""
+        if self.pending is not None:
+            self.on_sent()
         self.pending = work
 
     def on_sent(self) -> None:

@@ -270,6 +270,26 @@ async def test_the_req_line_of_a_request_that_reaches_no_upstream_is_still_writt
     assert lines == [f"[REQ] stream: False, msgs: 1, model: {MODEL}, think: False, format: Claude, upstream: console"]
 
 
+async def test_each_route_a_request_fails_over_to_logs_its_req_line(api, start_proxy, caplog):
+    """A route whose upstream cannot be reached (nothing sent) still logs its line before the next
+    route's, which is written once that route's call is out."""
+    api.add_key(K1)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proxy = await start_proxy({
+        "providers": [{"name": "down", "type": "anthropic", "base_url": f"http://127.0.0.1:{port}", "keys": [K2]},
+                      {"name": "console", "type": "anthropic", "base_url": api.origin, "keys": [K1]}],
+        "aliases": {"smart": ["down/" + MODEL, "console/" + MODEL]}, "max_retries": 0})
+    caplog.set_level("INFO", logger="clewdr_lite")
+    async with client(proxy) as c:
+        msg = await c.messages.create(model="smart", max_tokens=10, messages=MSG)
+    assert msg.content
+    lines = [r.getMessage() for r in caplog.records if "[REQ]" in r.getMessage()]
+    assert [line.rsplit("upstream: ", 1)[1] for line in lines] == ["down", "console"]
+
+
 async def test_a_stream_cut_before_its_content_fails_over_cleanly(clock, start_proxy):
     async with FakeAnthropic(clock=clock) as broken, FakeAnthropic(clock=clock) as good:
         broken.add_key(K1)
