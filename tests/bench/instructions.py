@@ -19,18 +19,16 @@ a percent or two. Needs valgrind (`apt-get install valgrind`) and, for --conns, 
 from __future__ import annotations
 
 import argparse
-import http.client
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench import load  # noqa: E402
-from tests.bench.procs import ROOT, free_port, post_once, start_upstream, target_argv  # noqa: E402
+from tests.bench.procs import ROOT, Sequential, Server, free_port, start_upstream, target_argv  # noqa: E402
 from tests.bench.run import CASES, proxy_config  # noqa: E402
 
 WARM = 100
@@ -47,35 +45,20 @@ def dumped(folder: Path) -> dict[int, int]:
 
 
 def measure(case: str, target: str, requests: int, conns: int, seconds: float) -> tuple[int, dict[int, int]]:
-    path, body, headers = CASES[case]
+    request = CASES[case]
+    path, body, headers = request
     with tempfile.TemporaryDirectory(prefix="clewdr-instructions-") as tmp:
         folder = Path(tmp)
         upstream, origins = start_upstream(folder)
         port = free_port()
         argv = target_argv(target, port, api=origins["api"], config=proxy_config(folder, origins["api"], origins["web"]))
-        server = subprocess.Popen(["valgrind", "--tool=callgrind", "--separate-threads=yes",
-                                   f"--callgrind-out-file={folder / 'cg.out'}", *argv], cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=open(folder / "server.log", "wb"))
+        server = Server(target, ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                                 f"--callgrind-out-file={folder / 'cg.out'}", *argv], port,
+                        log=folder / "server.log", cwd=ROOT)
         try:
-            deadline = time.monotonic() + 120  # start-up under valgrind is slow
-            while True:
-                try:
-                    post_once(port, path, body, headers, timeout=60)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError(f"the target did not answer: {folder / 'server.log'}") from None
-                    time.sleep(0.2)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-            def sequential(n: int) -> None:
-                for _ in range(n):
-                    conn.request("POST", path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    resp.read()
-                    if resp.status != 200:
-                        raise RuntimeError(f"{case}: status {resp.status}")
-            sequential(WARM)
+            server.start(request, deadline_s=120)  # start-up under valgrind is slow
+            sequential = Sequential(port, request, case)
+            sequential.send(WARM)
             subprocess.run(["callgrind_control", "-z", str(server.pid)], capture_output=True, check=True)
             if conns:
                 done = load.wrk(f"http://127.0.0.1:{port}{path}", body, headers, conns, seconds)
@@ -83,13 +66,12 @@ def measure(case: str, target: str, requests: int, conns: int, seconds: float) -
                     raise RuntimeError(f"{case}: {done.failures} failed requests under load")
                 requests = done.requests
             else:
-                sequential(requests)
-            conn.close()
+                sequential.send(requests)
+            sequential.close()
             subprocess.run(["callgrind_control", "-d", str(server.pid)], capture_output=True, check=True)
             return requests, dumped(folder)
         finally:
-            server.terminate()
-            server.wait()
+            server.stop()
             upstream.terminate()
 
 

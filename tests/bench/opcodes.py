@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import collections
-import http.client
 import json
 import os
 import runpy
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bench.procs import ROOT, free_port, post_once, python, start_upstream, target_argv  # noqa: E402
+from tests.bench.procs import ROOT, Sequential, Server, free_port, python, start_upstream, target_argv  # noqa: E402
 from tests.bench.run import CASES, proxy_config  # noqa: E402
 
 WARM = 200
@@ -91,7 +89,6 @@ def _traced(out: str, argv: list[str]) -> None:
 
 def count(case: str, target: str, requests: int, folder: Path, origins: dict) -> dict[str, list[int]]:
     """[opcodes, calls] per function over `requests` sequential requests of `case` to `target`."""
-    path, body, headers = CASES[case]
     port = free_port()
     if target in ("proxy", "relay"):
         argv = target_argv(target, port, api=origins["api"],
@@ -99,42 +96,25 @@ def count(case: str, target: str, requests: int, folder: Path, origins: dict) ->
     else:
         argv = python(str(ROOT / "tests/bench/floor.py"), target, str(port), origins["api"], origins["web"])
     out = folder / f"opcodes-{target}.json"
-    server = subprocess.Popen(python(__file__, "--inside", str(out), *argv[1:]), cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=open(folder / f"{target}.log", "wb"))
+    server = Server(target, python(__file__, "--inside", str(out), *argv[1:]), port,
+                    log=folder / f"{target}.log", cwd=ROOT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                post_once(port, path, body, headers, timeout=30)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"{target} did not answer: {folder / (target + '.log')}") from None
-                time.sleep(0.1)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-        def sequential(n: int) -> None:
-            for _ in range(n):
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"{case} on {target}: status {resp.status}")
-        sequential(WARM)
+        server.start(CASES[case], deadline_s=60)
+        sequential = Sequential(port, CASES[case], f"{case} on {target}")
+        sequential.send(WARM)
         time.sleep(0.3)  # the loop back in its wait: the signal's handler runs there
-        server.send_signal(signal.SIGUSR1)
+        server.proc.send_signal(signal.SIGUSR1)
         time.sleep(0.3)
-        sequential(requests)
+        sequential.send(requests)
         time.sleep(0.3)
-        server.send_signal(signal.SIGUSR2)
+        server.proc.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + 30
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        conn.close()
+        sequential.close()
         return json.loads(out.read_text())
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
 
 
 def table(counts: dict, against: dict | None, requests: int, top: int) -> str:

@@ -91,6 +91,26 @@ def post_once(port: int, path: str, body: bytes, headers: dict, timeout: float =
         conn.close()
 
 
+class Sequential:
+    """One case's requests sent one after another on one keep-alive connection, each answered 200."""
+
+    def __init__(self, port: int, request: tuple[str, bytes, dict], label: str) -> None:
+        self.path, self.body, self.headers = request
+        self.label = label
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def send(self, n: int) -> None:
+        for _ in range(n):
+            self.conn.request("POST", self.path, body=self.body, headers=self.headers)
+            resp = self.conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{self.label}: status {resp.status}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class Server:
     """A server process: started, timed to its first 200 on a real request, stopped."""
 

@@ -625,24 +625,29 @@ async def test_sockets_closed_by_leaving_streams_and_their_numbers_reused_keep_c
     assert multi._lean_sockets.masks == {} and multi._sockfds == set() and lean._lean._running == {}
 
 
+class FakeMulti:
+    """What _on_timer and LeanCurl._run_due use of a multi handle (curl_cffi's AsyncCurl): its loop,
+    its timer and process_data, whose runs are kept as (fd, what, loop time)."""
+
+    _timer = None
+
+    def __init__(self) -> None:
+        from clewdr_lite.upstream import curl_lean
+        if curl_lean._ffi is None:  # curl_cffi's ffi, kept by the first client
+            curl_lean._cffi_constants()
+        self.loop = asyncio.get_running_loop()
+        self.ran: list[tuple[int, int, float]] = []
+        self.handle = curl_lean._ffi.new_handle(self)  # what libcurl hands the timer callback
+
+    def process_data(self, fd: int, what: int) -> None:
+        self.ran.append((fd, what, self.loop.time()))
+
+
 async def test_libcurls_timer_due_now_is_a_ready_callback_and_each_call_replaces_the_last():
     from clewdr_lite.upstream import curl_lean
-    if curl_lean._ffi is None:  # curl_cffi's ffi, kept by the first client
-        curl_lean._cffi_constants()
     on_timer = curl_lean._on_timer
-    loop = asyncio.get_running_loop()
-    ran = []
-
-    class Multi:
-        _timer = None
-
-        def __init__(self) -> None:
-            self.loop = loop
-
-        def process_data(self, fd: int, what: int) -> None:
-            ran.append((fd, what, loop.time()))
-    multi = Multi()
-    handle = curl_lean._ffi.new_handle(multi)
+    multi = FakeMulti()
+    loop, ran, handle = multi.loop, multi.ran, multi.handle
     started = loop.time()
     on_timer(None, 50, handle)  # in 50 ms: a timer
     first = multi._timer
@@ -721,37 +726,27 @@ async def test_a_timer_due_now_while_a_call_is_added_runs_in_that_turn_not_as_a_
     goes out without a loop turn first); a failed add leaves it to a ready handle after all."""
     from clewdr_lite.upstream import curl_lean
     from clewdr_lite.upstream.curl_lean import LeanCurl
-    if curl_lean._ffi is None:
-        curl_lean._cffi_constants()
-    loop = asyncio.get_running_loop()
-    ran = []
+    multi = FakeMulti()
+    handle = multi.handle
 
-    class Multi:
-        _timer = None
-
-        def __init__(self) -> None:
-            self.loop = loop
-
-        def process_data(self, fd: int, what: int) -> None:
-            ran.append((fd, what))
-    multi = Multi()
-    handle = curl_lean._ffi.new_handle(multi)
+    def ran() -> list[tuple[int, int]]:
+        return [(fd, what) for fd, what, _ in multi.ran]
     multi._lean_adding = True
     curl_lean._on_timer(None, 0, handle)
     multi._lean_adding = False
-    assert multi._timer is None and multi._lean_due and ran == []
+    assert multi._timer is None and multi._lean_due and ran() == []
     LeanCurl._run_due(multi)
-    assert ran == [(-1, 0)] and not multi._lean_due
+    assert ran() == [(-1, 0)] and not multi._lean_due
     LeanCurl._run_due(multi)  # nothing due: nothing runs
-    assert ran == [(-1, 0)]
+    assert ran() == [(-1, 0)]
 
     multi._lean_adding = True
     curl_lean._on_timer(None, 0, handle)
     multi._lean_adding = False
     LeanCurl._run_due(multi, later=True)
-    assert ran == [(-1, 0)] and multi._timer is not None  # a ready handle, run on the next turn
+    assert ran() == [(-1, 0)] and multi._timer is not None  # a ready handle, run on the next turn
     await asyncio.sleep(0)
-    assert ran == [(-1, 0), (-1, 0)]
+    assert ran() == [(-1, 0), (-1, 0)]
 
 
 async def test_a_call_goes_out_in_the_turn_it_is_made(upstream, lean):
