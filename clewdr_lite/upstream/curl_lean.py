@@ -444,8 +444,11 @@ class LeanCurl:
             acurl._lean_due = False
             if later:
                 acurl._timer = acurl.loop.call_soon(acurl.process_data, _SOCKET_TIMEOUT, _POLL_NONE)
-            else:
+                return
+            try:
                 acurl.process_data(_SOCKET_TIMEOUT, _POLL_NONE)
+            except Exception as exc:  # curl_cffi's CurlError: the multi handle would not run
+                raise aiohttp.ClientConnectionError(f"curl could not start the call: {exc}") from exc
 
     def remove(self, curl) -> None:
         """End a running transfer (its future is cancelled; `finished` then releases the handle)."""

@@ -42,7 +42,7 @@ class Timing:
         self.waited = 0.0  # time inside upstream calls (and retry sleeps): not overhead
         self.credential = None  # the masked credential of the latest attempt, for the request log
         self.request_id = None  # the id the latest answering upstream gave its answer, for the log
-        self.pending: Callable[[], None] | None = None  # work for when the first request is out
+        self.pending: Callable[[], None] | None = None  # work for when the next upstream call is out
 
     def sent(self) -> float:
         """Mark one upstream request going out."""

@@ -748,6 +748,13 @@ async def test_a_timer_due_now_while_a_call_is_added_runs_in_that_turn_not_as_a_
     await asyncio.sleep(0)
     assert ran() == [(-1, 0), (-1, 0)]
 
+    def refuses(fd: int, what: int) -> None:
+        raise RuntimeError("Failed to perform, curl: (8) bad socket")
+    multi.process_data = refuses  # the multi handle will not run: the call fails as a connection error
+    multi._lean_due = True
+    with pytest.raises(aiohttp.ClientConnectionError, match="could not start the call"):
+        LeanCurl._run_due(multi)
+
 
 async def test_a_call_goes_out_in_the_turn_it_is_made(upstream, lean):
     """The request leaves inside request()'s first step: after that one loop turn libcurl already
