@@ -133,13 +133,14 @@ class Breaker:
             self._width = width
         number = int(now // width)
         buckets = self._buckets
-        while buckets and buckets[0][0] <= number - BUCKETS:
-            _, total, failed = buckets.popleft()
-            self._total -= total
-            self._failed -= failed
-        if not buckets or buckets[-1][0] != number:
-            buckets.append([number, 0, 0])
-        last = buckets[-1]
+        last = buckets[-1] if buckets else None
+        if last is None or last[0] != number:  # a new bucket: the ones that left the window go first
+            while buckets and buckets[0][0] <= number - BUCKETS:
+                _, total, failed = buckets.popleft()
+                self._total -= total
+                self._failed -= failed
+            last = [number, 0, 0]
+            buckets.append(last)
         last[1] += 1
         self._total += 1
         if not ok:

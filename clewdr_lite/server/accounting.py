@@ -93,8 +93,9 @@ async def timing(request: web.Request, handler):
             cors_headers(request, response)
         return response
     clock = Timing(arrived=time.monotonic())
+    state = request.app[STATE]  # looked up once for the layers below that need it
     request[TIMING_KEY] = clock
-    request[ACCT_KEY] = _new_record()
+    request[ACCT_KEY] = record = _new_record()
     request[CLIENT_KEY] = None  # authenticate sets a client key; present, so lookups never miss
     token = TIMING.set(clock)
     status = 500
@@ -103,13 +104,13 @@ async def timing(request: web.Request, handler):
         status = response.status
         if not response.prepared:
             cors_headers(request, response)
-            _clewdr_headers(request, response, clock, request[ACCT_KEY])
+            _clewdr_headers(state, response, clock, record)
         return response
     finally:
         TIMING.reset(token)
         clock.on_sent()  # what waited for an upstream call the request never made (its [REQ] line)
         try:
-            _finished(request, clock, status)
+            _finished(request, state, clock, status)
         except Exception:  # this layer is outside the funnel: a fault in the log or the metrics
             # must neither turn an answered request into an error nor reach the client
             log.exception("request accounting failed on %s %s", request.method, request.path)
@@ -131,9 +132,8 @@ def admit(request: web.Request, *, model: str, provider: str, upstream_model: st
     record.update(admitted=estimate, key_id=key.id)
 
 
-def _settle_key(request: web.Request, record: dict) -> float:
+def _settle_key(request: web.Request, state, record: dict) -> float:
     """Release an admitted client key, charge its tokens and spend; the request's cost."""
-    state = request.app[STATE]
     usage = {"input_tokens": record.get("input_tokens", 0), "output_tokens": record.get("output_tokens", 0)}
     provider = state.provider_named(record.get("provider"))
     model = record.get("upstream_model") or record.get("model") or ""
@@ -153,11 +153,10 @@ def _settle_key(request: web.Request, record: dict) -> float:
     return usd
 
 
-def _finished(request: web.Request, clock: Timing, status: int) -> None:
+def _finished(request: web.Request, state, clock: Timing, status: int) -> None:
     """Count the request in /metrics and settle its client key."""
-    state = request.app[STATE]
     record = request[ACCT_KEY]
-    record["cost"] = _settle_key(request, record)
+    record["cost"] = _settle_key(request, state, record)
     now = time.monotonic()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
     if state.store is not None:
@@ -187,11 +186,11 @@ def headers_hook(request: web.Request, response: web.StreamResponse) -> None:
         clock = request[TIMING_KEY]
     except KeyError:  # not a proxied request
         return
-    _clewdr_headers(request, response, clock, request[ACCT_KEY])
+    _clewdr_headers(request.app[STATE], response, clock, request[ACCT_KEY])
 
 
-def _clewdr_headers(request: web.Request, response: web.StreamResponse, clock: Timing, record: dict) -> None:
-    metrics_table = request.app[STATE].config.tables.get("metrics")
+def _clewdr_headers(state, response: web.StreamResponse, clock: Timing, record: dict) -> None:
+    metrics_table = state.config.tables.get("metrics")
     if metrics_table and metrics_table.get("response_headers") is False:
         return
     headers = response.headers

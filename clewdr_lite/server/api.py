@@ -112,7 +112,7 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
             continue
         step = router.Route(provider, model, candidates[number:], route.via)
         try:
-            response = await _serve_route(request, step, req, dialect, original=original,
+            response = await _serve_route(request, state, step, req, dialect, original=original,
                                           include_usage=include_usage)
         except errors.ProxyError as err:
             breakers.record(provider, "*", not _fails_over(err) or err.status == 429, state.clock())
@@ -156,12 +156,11 @@ def _fails_over(err: errors.ProxyError) -> bool:
     return err.status >= 500 or err.status == 429 or isinstance(err, errors.NoCredential)
 
 
-async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, original: dict,
+async def _serve_route(request: web.Request, state, route, req: dict, dialect: str, *, original: dict,
                        include_usage: bool) -> web.StreamResponse:
-    """Serve one (provider, model) candidate."""
+    """Serve one (provider, model) candidate (`state`: the app's, which dispatch looked up)."""
     from clewdr_lite.server import messages_api
 
-    state = request.app[STATE]
     kind = state.provider(route.provider).type
     acct(request).update(provider=route.provider, model=req["model"], upstream_model=route.model,
                          stream=bool(req.get("stream")))
@@ -173,7 +172,7 @@ async def _serve_route(request: web.Request, route, req: dict, dialect: str, *, 
         return await messages_api.serve_code(request, {**req, "model": route.model}, dialect,
                                              include_usage=include_usage, echo_model=req["model"])
     if kind == "anthropic":
-        return await messages_api.serve_keys(request, req, dialect, route=route, original=original,
+        return await messages_api.serve_keys(request, state, req, dialect, route=route, original=original,
                                              include_usage=include_usage)
     if kind == "openai" and dialect == errors.OPENAI:  # same dialect: the fast path (gateway.md §8)
         return await serve_openai_passthrough(request, original, route)

@@ -23,10 +23,10 @@ openai = lazy.module("clewdr_lite.protocol.openai")  # OpenAI dialect code: impo
 log = logging.getLogger("clewdr_lite.api")
 
 
-async def respond(request: web.Request, result, dialect: str, *, model: str, stream: bool,
+async def respond(request: web.Request, state, result, dialect: str, *, model: str, stream: bool,
                   include_usage: bool = False) -> web.StreamResponse:
     """Write an upstream result (a MessagesStream or a message body) in the caller's dialect."""
-    config = request.app[STATE].config
+    config = state.config
     if stream:
         if dialect == errors.ANTHROPIC:
             response = await send_stream(request, result.raw(), RawOut())  # pass-through fast path
@@ -72,13 +72,12 @@ async def serve_code(request: web.Request, req: dict, dialect: str, *, include_u
     admit(request, model=model, provider="claude_code", upstream_model=req["model"], req=req)
     acct(request).update(provider="claude_code", model=model, upstream_model=req["model"], stream=stream)
     result = await state.code.open(req, stream=stream, echo_model=model, client_headers=request.headers)
-    return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
+    return await respond(request, state, result, dialect, model=model, stream=stream, include_usage=include_usage)
 
 
-async def serve_keys(request: web.Request, req: dict, dialect: str, *, route, original: dict,
+async def serve_keys(request: web.Request, state, req: dict, dialect: str, *, route, original: dict,
                      include_usage: bool = False) -> web.StreamResponse:
     """An `anthropic` API-key provider: key rotation, pass-through relay (gateway.md §2.3, §8)."""
-    state = request.app[STATE]
     model, stream = req["model"], bool(req.get("stream"))
     _log_request(req, dialect, model, route.provider)
     raw = None
@@ -88,7 +87,7 @@ async def serve_keys(request: web.Request, req: dict, dialect: str, *, route, or
         raw = acct(request).get("raw")
     result = await state.keyed[route.provider].open(req, model=route.model, stream=stream, echo_model=model,
                                                     client_headers=request.headers, raw=raw)
-    return await respond(request, result, dialect, model=model, stream=stream, include_usage=include_usage)
+    return await respond(request, state, result, dialect, model=model, stream=stream, include_usage=include_usage)
 
 
 async def code_messages(request: web.Request) -> web.StreamResponse:
