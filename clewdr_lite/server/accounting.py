@@ -110,7 +110,7 @@ async def timing(request: web.Request, handler):
         TIMING.reset(token)
         clock.on_sent()  # what waited for an upstream call the request never made (its [REQ] line)
         try:
-            _finished(request, state, clock, status)
+            _finished(request, state, record, clock, status)
         except Exception:  # this layer is outside the funnel: a fault in the log or the metrics
             # must neither turn an answered request into an error nor reach the client
             log.exception("request accounting failed on %s %s", request.method, request.path)
@@ -153,9 +153,8 @@ def _settle_key(request: web.Request, state, record: dict) -> float:
     return usd
 
 
-def _finished(request: web.Request, state, clock: Timing, status: int) -> None:
-    """Count the request in /metrics and settle its client key."""
-    record = request[ACCT_KEY]
+def _finished(request: web.Request, state, record: dict, clock: Timing, status: int) -> None:
+    """Count the request in /metrics and settle its client key (`record`: its accounting record)."""
     record["cost"] = _settle_key(request, state, record)
     now = time.monotonic()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path

@@ -166,10 +166,10 @@ async def _serve_route(request: web.Request, state, route, req: dict, dialect: s
                          stream=bool(req.get("stream")))
     if kind == "claude_web":
         acct(request)["estimated"] = True  # claude.ai reports no usage: the counts are estimates
-        return await serve_web(request, {**req, "model": route.model}, dialect, original=original,
+        return await serve_web(request, state, {**req, "model": route.model}, dialect, original=original,
                                include_usage=include_usage, echo_model=req["model"])
     if kind == "claude_code":
-        return await messages_api.serve_code(request, {**req, "model": route.model}, dialect,
+        return await messages_api.serve_code(request, state, {**req, "model": route.model}, dialect,
                                              include_usage=include_usage, echo_model=req["model"])
     if kind == "anthropic":
         return await messages_api.serve_keys(request, state, req, dialect, route=route, original=original,
@@ -232,10 +232,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await dispatch(request, hub, errors.OPENAI, original=body, include_usage=openai.include_usage(body))
 
 
-async def serve_web(request: web.Request, req: dict, dialect: str, *, original: dict,
+async def serve_web(request: web.Request, state, req: dict, dialect: str, *, original: dict,
                     include_usage: bool = False, echo_model: str | None = None) -> web.StreamResponse:
     """Hi check → model rules → cookie retry loop → stream or aggregate in the caller's dialect."""
-    state = request.app[STATE]
     config = state.config
     model, stream = echo_model or req["model"], bool(req.get("stream"))
     if not stream and anthropic.is_hi(req):

@@ -61,10 +61,9 @@ def _req_line(stream: bool, msgs: int, model: str, think: bool, form: str, upstr
                    f"format: {form}, upstream: {upstream}")
 
 
-async def serve_code(request: web.Request, req: dict, dialect: str, *, include_usage: bool = False,
+async def serve_code(request: web.Request, state, req: dict, dialect: str, *, include_usage: bool = False,
                      echo_model: str | None = None) -> web.StreamResponse:
     """Hi check → Claude Code retry loop → relay (claude-code.md §11)."""
-    state = request.app[STATE]
     model, stream = echo_model or req["model"], bool(req.get("stream"))
     if not stream and anthropic.is_hi(req):
         return await local_answer(request, dialect, {**req, "model": model}, anthropic.HI_TEXT)
@@ -92,14 +91,16 @@ async def serve_keys(request: web.Request, state, req: dict, dialect: str, *, ro
 
 async def code_messages(request: web.Request) -> web.StreamResponse:
     """POST /code/v1/messages."""
-    return await serve_code(request, anthropic.validate(await read_json(request)), errors.ANTHROPIC)
+    return await serve_code(request, request.app[STATE], anthropic.validate(await read_json(request)),
+                            errors.ANTHROPIC)
 
 
 async def code_chat(request: web.Request) -> web.StreamResponse:
     """POST /code/v1/chat/completions: OpenAI in, Claude Code upstream, OpenAI out."""
     body = await read_json(request)
-    hub = anthropic.prepare_for_api(openai.to_hub(body), request.app[STATE].config.first_user_placeholder)
-    return await serve_code(request, hub, errors.OPENAI, include_usage=openai.include_usage(body))
+    state = request.app[STATE]
+    hub = anthropic.prepare_for_api(openai.to_hub(body), state.config.first_user_placeholder)
+    return await serve_code(request, state, hub, errors.OPENAI, include_usage=openai.include_usage(body))
 
 
 def count_request(body: dict) -> dict:

@@ -72,7 +72,7 @@ def available() -> bool:
             "CUSTOMREQUEST": _CUSTOMREQUEST, "HTTPHEADER": _HTTPHEADER, "HTTPPROXYTUNNEL": _HTTPPROXYTUNNEL}
     contexts = (hasattr(curl_module, "_CallbackContext") and hasattr(curl_module, "_store_callback_error")
                 and hasattr(curl_module, "write_callback") and hasattr(Curl, "_get_callback_exception"))
-    return (callbacks and contexts and hasattr(Curl, "pause") and hasattr(Curl, "clean_handles_and_buffers")
+    return (callbacks and contexts and hasattr(Curl, "pause")
             and hasattr(impersonate, "resolve_latest_browser_type")
             and all(hasattr(lib, name) for name in ("_curl_easy_setopt", "curl_slist_append", "curl_slist_free_all"))
             and all(getattr(CurlOpt, name, None) == number for name, number in ours.items()))
@@ -391,9 +391,9 @@ class LeanCurl:
         failed |= setopt(handle, _HTTPHEADER, transfer.header_list)
         if failed:
             raise aiohttp.ClientConnectionError(f"curl refused the call's options (code {failed})")
-        head, body = curl._lean_contexts
-        head.callback, head.exception = transfer.on_header, None
-        body.callback, body.exception = transfer.on_body, None
+        on_head, on_body = curl._lean_contexts
+        on_head.callback, on_head.exception = transfer.on_header, None
+        on_body.callback, on_body.exception = transfer.on_body, None
 
     async def request(self, method: str, url: str, headers, body: bytes | None,
                       headers_timeout: float) -> _Transfer:
@@ -460,8 +460,8 @@ class LeanCurl:
         if self._running.get(curl) is transfer:
             del self._running[curl]
         transfer.free()
-        head, body = curl._lean_contexts
-        head.callback = body.callback = _unused  # the handle keeps no transfer alive
+        on_head, on_body = curl._lean_contexts
+        on_head.callback = on_body.callback = _unused  # the handle keeps no transfer alive
         if self._closed or len(self._idle) >= IDLE_HANDLES:
             self._custom.discard(curl)
             curl.close()
