@@ -11,6 +11,15 @@ bytes on the wire) — and per request only the URL, the method, the body and th
 Header lines and body pieces go straight into a `body.Pieces`; closing early takes the handle out
 of the multi handle, which ends the transfer at once.
 
+A connection's socket stays in the event loop's selector between the calls that reuse it ("parked"),
+instead of leaving it when a call ends and joining it again when the next starts (two epoll_ctl
+system calls and four asyncio calls a call). That is safe only for sockets libcurl will close
+through us: the handles tell us of each connection socket they open (CURLOPT_SOCKOPTFUNCTION) and
+close it through us (CURLOPT_CLOSESOCKETFUNCTION), so a closed socket never stays in the selector
+for its number to mislead whoever opens the next one. A parked socket that turns readable (the
+server closed the idle connection) leaves the selector at once; libcurl finds the connection dead
+when it next looks, as before.
+
 No cookie engine runs on these handles: each call carries the Cookie header it was given and
 nothing claude.ai sets is kept (the handles serve every account). Uploads (multipart) and calls
 without impersonation stay on the session (http.CurlClient).
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import warnings
 
 import aiohttp
@@ -43,9 +53,15 @@ _CUSTOMREQUEST, _HTTPHEADER, _HTTPPROXYTUNNEL = 10036, 10023, 61
 _POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
 _CSELECT_IN, _CSELECT_OUT = 1, 2
 _SOCKET_TIMEOUT, _POLL_NONE = -1, 0  # socket_action's "no socket: timeouts", and no events
+_SOCKOPTFUNCTION, _CLOSESOCKETFUNCTION = 20148, 20208
 _installed = False  # our socket and timer callbacks are curl_cffi's (see _install_callbacks)
 # curl_cffi's ffi and lib and cffi values made with them, set by the first LeanCurl (lazy import)
 _ffi = _lib = _NULL = _ONE = _ZERO = None
+# connection sockets our handles opened (libcurl closes them through _on_close), and those of them
+# parked: watched for reading while no call uses them, by the _Sockets of their multi handle
+_conn_fds: set[int] = set()
+_parked: dict[int, "_Sockets"] = {}
+_socket_hooks = None  # the two cffi callbacks, made once (False: cffi cannot make them here)
 
 
 def _cffi_constants() -> None:
@@ -69,7 +85,8 @@ def available() -> bool:
                  and (aio.CURL_POLL_IN, aio.CURL_POLL_OUT, aio.CURL_POLL_REMOVE) == (_POLL_IN, _POLL_OUT, _POLL_REMOVE)
                  and (aio.CURL_CSELECT_IN, aio.CURL_CSELECT_OUT) == (_CSELECT_IN, _CSELECT_OUT))
     ours = {"URL": _URL, "POSTFIELDS": _POSTFIELDS, "POSTFIELDSIZE": _POSTFIELDSIZE, "HTTPGET": _HTTPGET,
-            "CUSTOMREQUEST": _CUSTOMREQUEST, "HTTPHEADER": _HTTPHEADER, "HTTPPROXYTUNNEL": _HTTPPROXYTUNNEL}
+            "CUSTOMREQUEST": _CUSTOMREQUEST, "HTTPHEADER": _HTTPHEADER, "HTTPPROXYTUNNEL": _HTTPPROXYTUNNEL,
+            "SOCKOPTFUNCTION": _SOCKOPTFUNCTION, "CLOSESOCKETFUNCTION": _CLOSESOCKETFUNCTION}
     contexts = (hasattr(curl_module, "_CallbackContext") and hasattr(curl_module, "_store_callback_error")
                 and hasattr(curl_module, "write_callback") and hasattr(Curl, "_get_callback_exception"))
     return (callbacks and contexts and hasattr(Curl, "pause")
@@ -103,14 +120,21 @@ class _Sockets:
     def want(self, fd: int, what: int) -> None:
         new = 0 if what & _POLL_REMOVE else what & (_POLL_IN | _POLL_OUT)
         old = self.masks.get(fd)
-        if old is None:  # watched before our callback took over (curl_cffi's), or not at all
-            old = _POLL_IN | _POLL_OUT if fd in self.fds else 0
+        if old is None:  # parked, watched before our callback took over (curl_cffi's), or neither
+            if _parked.pop(fd, None) is not None:
+                old = _POLL_IN  # its reader never left
+            else:
+                old = _POLL_IN | _POLL_OUT if fd in self.fds else 0
+        if not new and old == _POLL_IN and fd in _conn_fds:  # a call is done with its connection
+            _parked[fd] = self
+            self.masks.pop(fd, None)
+            return
         if old & _POLL_IN and not new & _POLL_IN:
             self.remove_reader(fd)
         if old & _POLL_OUT and not new & _POLL_OUT:
             self.remove_writer(fd)
         if new & _POLL_IN and not old & _POLL_IN:
-            self.add_reader(fd, self.process, fd, _CSELECT_IN)
+            self.add_reader(fd, self.readable, fd)
         if new & _POLL_OUT and not old & _POLL_OUT:
             self.add_writer(fd, self.process, fd, _CSELECT_OUT)
         if new:
@@ -119,6 +143,61 @@ class _Sockets:
         else:  # libcurl says so before it closes a socket: a new one with its number starts afresh
             self.masks.pop(fd, None)
             self.fds.discard(fd)
+
+    def readable(self, fd: int) -> None:
+        """The reader's callback: libcurl's, unless the socket is parked (then it leaves)."""
+        if fd in _parked:
+            self.drop(fd)
+        else:
+            self.process(fd, _CSELECT_IN)
+
+    def drop(self, fd: int) -> None:
+        """A parked socket leaves the selector (it turned readable, or libcurl is closing it)."""
+        del _parked[fd]
+        self.fds.discard(fd)
+        self.remove_reader(fd)
+
+
+def _on_sockopt(clientp, fd: int, purpose: int) -> int:
+    """CURLOPT_SOCKOPTFUNCTION: libcurl opened a connection socket for one of our handles."""
+    _conn_fds.add(fd)
+    return 0  # CURL_SOCKOPT_OK
+
+
+def _on_close(clientp, fd: int) -> int:
+    """CURLOPT_CLOSESOCKETFUNCTION: libcurl closes one of those sockets (out of the selector first)."""
+    try:
+        owner = _parked.get(fd)
+        if owner is not None:
+            owner.drop(fd)
+    finally:
+        _conn_fds.discard(fd)
+        closed = _close(fd)
+    return 0 if closed else 1  # libcurl's "closed" and "failed"
+
+
+def _close(fd: int) -> bool:
+    try:
+        os.close(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _socket_callbacks():
+    """The sockopt and close callbacks as cffi function pointers, made once (kept for the process's
+    life, so a connection closed at any time finds them); None where sockets are not plain file
+    descriptors (Windows) or cffi cannot make callbacks (memory that may not be both written and run)."""
+    global _socket_hooks
+    if _socket_hooks is None:
+        _socket_hooks = False
+        if sys.platform != "win32":
+            try:
+                _socket_hooks = (_ffi.callback("int(void *, int, int)", _on_sockopt, error=1),
+                                 _ffi.callback("int(void *, int)", _on_close, error=1))
+            except Exception:  # noqa: BLE001 - no parking then; every call watches afresh
+                _socket_hooks = False
+    return _socket_hooks or None
 
 
 def _on_socket(curl, sockfd: int, what: int, clientp, data) -> int:
@@ -361,6 +440,13 @@ class LeanCurl:
         setopt(CurlOpt.HEADERFUNCTION, _unused)
         setopt(CurlOpt.WRITEFUNCTION, _unused)
         curl._lean_contexts = (_ffi.from_handle(curl._header_handle), _ffi.from_handle(curl._write_handle))
+        hooks = _socket_callbacks()  # connection sockets we may keep in the selector (_Sockets.want)
+        if hooks is not None:
+            sockopt, close = hooks
+            if (_lib._curl_easy_setopt(curl._curl, _SOCKOPTFUNCTION, _ffi.cast("void *", sockopt))
+                    | _lib._curl_easy_setopt(curl._curl, _CLOSESOCKETFUNCTION, _ffi.cast("void *", close))):
+                curl.close()
+                raise aiohttp.ClientConnectionError("curl refused the socket callbacks")
         return curl
 
     def _configure(self, curl, transfer: _Transfer, method: str, url: str, headers, body: bytes | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json as jsonlib
+import os
 import ssl
 import struct
 import time
@@ -266,6 +267,8 @@ class Upstream:
         self.app.router.add_get("/cut", self._cut)
         self.app.router.add_get("/gzip", self._gzip)
         self.app.router.add_get("/cookie", self._cookie)
+        self.app.router.add_post("/keep", self._keep)
+        self.transports: list = []  # each /keep request's connection, in turn
 
     async def _echo(self, request: web.Request) -> web.Response:
         self.seen.append((request.method, await request.read(), request.headers.get("Cookie")))
@@ -304,6 +307,10 @@ class Upstream:
 
     async def _gzip(self, request: web.Request) -> web.Response:
         return web.Response(body=gzip.compress(b"hello " * 1000), headers={"Content-Encoding": "gzip"})
+
+    async def _keep(self, request: web.Request) -> web.Response:
+        self.transports.append(request.transport)
+        return web.json_response({"n": len(self.transports)})
 
     async def _cookie(self, request: web.Request) -> web.Response:
         self.seen.append((request.method, b"", request.headers.get("Cookie")))
@@ -595,25 +602,114 @@ def test_a_socket_watched_before_our_callback_took_over_is_unwatched_whole():
     assert multi.loop.calls == [("remove_reader", 9), ("remove_writer", 9)] and multi._sockfds == set()
 
 
-async def test_calls_unwatch_their_sockets_and_never_ask_for_a_transport_check(upstream, lean, monkeypatch):
+def _watching(loop, sockets) -> dict[int, str]:
+    """The sockets a multi handle's _Sockets has in the loop's selector: fd → "parked" or "in use"."""
+    out = {}
+    for key in loop._selector.get_map().values():
+        for handle in key.data:  # (reader, writer) handles per fd
+            if handle is not None and getattr(handle._callback, "__self__", None) is sockets:
+                out[key.fd] = "parked" if curl_lean._parked.get(key.fd) is sockets else "in use"
+    return out
+
+
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+class _Counted:
+    """Counts what a _Sockets asks of the loop (its bound add/remove calls, wrapped)."""
+
+    def __init__(self, sockets) -> None:
+        self.calls: list[str] = []
+        for name in ("add_reader", "remove_reader", "add_writer", "remove_writer"):
+            real = getattr(sockets, name)
+            setattr(sockets, name, lambda *args, _real=real, _name=name: (self.calls.append(_name), _real(*args))[1])
+
+
+async def test_calls_on_one_connection_keep_its_socket_parked_and_never_ask_for_a_transport_check(
+        upstream, lean, monkeypatch):
     # curl_cffi's own callback re-added every socket through asyncio's public calls, whose
-    # transport check raises and catches a KeyError each time: six a transfer
+    # transport check raises and catches a KeyError each time: six a transfer; ours leaves a
+    # connection's socket in the selector between calls (two epoll_ctl and four asyncio calls saved)
     loop = asyncio.get_running_loop()
     checked = []
     monkeypatch.setattr(type(loop), "_ensure_fd_no_transport", lambda self, fd: checked.append(fd))
+    resp = await lean.request("POST", upstream.origin + "/echo", headers={"Cookie": "sessionKey=k"}, json={})
+    assert (await resp.json())["method"] == "POST"
+    multi = lean._lean._acurl
+    sockets = multi._lean_sockets
+    (fd, state), = _watching(loop, sockets).items()
+    assert state == "parked" and fd in curl_lean._conn_fds and sockets.masks == {}
+    counted = _Counted(sockets)
     for _ in range(3):
         resp = await lean.request("POST", upstream.origin + "/echo", headers={"Cookie": "sessionKey=k"}, json={})
         assert resp.status == 200 and (await resp.json())["method"] == "POST"
-    multi = lean._lean._acurl
-    assert checked == [] and multi._lean_sockets.masks == {} and multi._sockfds == set()
-    watching = [key.fd for key in loop._selector.get_map().values()  # (reader, writer) handles per fd
-                for handle in key.data if handle is not None and handle._callback == multi.process_data]
-    assert watching == []  # every socket of the calls unwatched once each ended
+    assert counted.calls == []  # the same connection: its socket never left the selector
+    assert checked == [] and _watching(loop, sockets) == {fd: "parked"} and multi._sockfds == {fd}
+
+
+async def test_without_the_socket_callbacks_every_call_unwatches_its_socket(upstream, monkeypatch):
+    # where cffi cannot make the two callbacks (or on Windows) nothing is parked: as before
+    monkeypatch.setattr(curl_lean, "_socket_hooks", False)
+    client = CurlClient()
+    try:
+        for _ in range(3):
+            resp = await lean_call(client, upstream)
+            assert (await resp.json())["method"] == "POST"
+        multi = client._lean._acurl
+        assert _watching(asyncio.get_running_loop(), multi._lean_sockets) == {} and multi._sockfds == set()
+    finally:
+        await client.close()
+
+
+async def lean_call(client: CurlClient, upstream):
+    return await asyncio.wait_for(client.request("POST", upstream.origin + "/echo", headers={}, json={}), GUARD)
+
+
+async def test_a_parked_socket_the_server_closes_leaves_the_selector_and_the_next_call_reconnects(upstream, lean):
+    loop = asyncio.get_running_loop()
+    transports = upstream.transports
+    resp = await asyncio.wait_for(lean.request("POST", upstream.origin + "/keep", headers={}, json={}), GUARD)
+    assert (await resp.json()) == {"n": 1}
+    sockets = lean._lean._acurl._lean_sockets
+    (fd, state), = _watching(loop, sockets).items()
+    assert state == "parked"
+    transports[0].close()  # the server ends the idle keep-alive connection
+    for _ in range(50):  # the EOF wakes the parked reader, which takes the socket out
+        await asyncio.sleep(0.01)
+        if fd not in curl_lean._parked:
+            break
+    assert fd not in curl_lean._parked and _watching(loop, sockets) == {}
+    assert fd in curl_lean._conn_fds and _open(fd)  # libcurl has not looked yet: still its socket
+    resp = await asyncio.wait_for(lean.request("POST", upstream.origin + "/keep", headers={}, json={}), GUARD)
+    assert (await resp.json()) == {"n": 2} and transports[1] is not transports[0]
+    (new_fd, state), = _watching(loop, sockets).items()
+    assert state == "parked" and new_fd in curl_lean._conn_fds
+    assert fd == new_fd or fd not in curl_lean._conn_fds  # the dead one was closed through us
+
+
+async def test_closing_the_client_closes_its_parked_sockets_out_of_the_selector(upstream):
+    loop = asyncio.get_running_loop()
+    client = CurlClient()
+    resp = await lean_call(client, upstream)
+    assert (await resp.json())["method"] == "POST"
+    sockets = client._lean._acurl._lean_sockets
+    (fd, state), = _watching(loop, sockets).items()
+    assert state == "parked"
+    await client.close()
+    assert fd not in curl_lean._parked and fd not in curl_lean._conn_fds
+    assert fd not in {key.fd for key in loop._selector.get_map().values()}  # no stale entry for a reused number
+    assert not _open(fd)  # closed by our callback, as libcurl would have
 
 
 async def test_sockets_closed_by_leaving_streams_and_their_numbers_reused_keep_calls_flowing(upstream, lean):
     # leaving a stream closes its connection; the next call's socket often gets the same number,
-    # which is watched afresh only because libcurl said REMOVE for the old one
+    # which is watched afresh only because libcurl said REMOVE (or closed it through us) for the old one
+    loop = asyncio.get_running_loop()
     for _ in range(20):
         resp = await asyncio.wait_for(lean.request("GET", upstream.origin + "/endless", headers={}), GUARD)
         async for _chunk in resp.chunks():
@@ -622,7 +718,32 @@ async def test_sockets_closed_by_leaving_streams_and_their_numbers_reused_keep_c
         resp = await asyncio.wait_for(lean.request("POST", upstream.origin + "/echo", headers={}, json={}), GUARD)
         assert (await asyncio.wait_for(resp.json(), GUARD))["method"] == "POST"
     multi = lean._lean._acurl
-    assert multi._lean_sockets.masks == {} and multi._sockfds == set() and lean._lean._running == {}
+    assert multi._lean_sockets.masks == {} and lean._lean._running == {}
+    watched = _watching(loop, multi._lean_sockets)
+    assert set(watched.values()) == {"parked"} and multi._sockfds == set(watched)
+    assert all(fd in curl_lean._conn_fds and _open(fd) for fd in watched)
+
+
+def test_only_a_connection_socket_read_last_is_parked_and_taken_up_again_without_a_call(monkeypatch):
+    from clewdr_lite.upstream.curl_lean import _Sockets
+    monkeypatch.setattr(curl_lean, "_conn_fds", {7})  # 7: a connection socket; 8: say, the resolver's
+    monkeypatch.setattr(curl_lean, "_parked", {})
+    multi = _Multi()
+    sockets = _Sockets(multi)
+    seen = []
+    for fd, what in [(7, 1), (7, 4), (7, 1), (7, 4), (7, 2), (7, 4), (8, 1), (8, 4)]:
+        multi.loop.calls.clear()
+        sockets.want(fd, what)
+        seen.append(list(multi.loop.calls))
+    assert seen == [[("add_reader", 7)], [], [], [], [("remove_reader", 7), ("add_writer", 7)],
+                    [("remove_writer", 7)], [("add_reader", 8)], [("remove_reader", 8)]]
+    assert curl_lean._parked == {} and multi._sockfds == set()
+    sockets.want(7, 1)
+    sockets.want(7, 4)
+    assert curl_lean._parked == {7: sockets} and multi._sockfds == {7}
+    multi.loop.calls.clear()
+    sockets.readable(7)  # readable while parked: it leaves, libcurl is not called
+    assert multi.loop.calls == [("remove_reader", 7)] and curl_lean._parked == {} and multi._sockfds == set()
 
 
 class FakeMulti:
@@ -769,3 +890,28 @@ async def test_a_call_goes_out_in_the_turn_it_is_made(upstream, lean):
     assert list(sockets.masks.values()) == [curl_lean._POLL_IN]  # sent: the answer is awaited
     resp = await asyncio.wait_for(task, GUARD)
     assert (await resp.json())["method"] == "POST"
+
+
+def test_libcurl_closing_a_parked_socket_takes_it_out_of_the_selector_first(monkeypatch):
+    import socket
+    from clewdr_lite.upstream.curl_lean import _on_close, _on_sockopt, _Sockets
+    monkeypatch.setattr(curl_lean, "_conn_fds", set())
+    monkeypatch.setattr(curl_lean, "_parked", {})
+    ours, other = socket.socketpair()
+    fd = ours.detach()
+    try:
+        assert _on_sockopt(None, fd, 0) == 0 and curl_lean._conn_fds == {fd}
+        multi = _Multi()
+        sockets = _Sockets(multi)
+        sockets.want(fd, 1)
+        sockets.want(fd, 4)
+        assert curl_lean._parked == {fd: sockets}
+        multi.loop.calls.clear()
+        assert _on_close(None, fd) == 0
+        assert multi.loop.calls == [("remove_reader", fd)] and curl_lean._parked == {} and curl_lean._conn_fds == set()
+        assert not _open(fd)
+        assert _on_close(None, fd) == 1  # closing fails: libcurl hears so, nothing is raised
+    finally:
+        other.close()
+        if _open(fd):
+            os.close(fd)
