@@ -626,8 +626,17 @@ class _Counted:
     def __init__(self, sockets) -> None:
         self.calls: list[str] = []
         for name in ("add_reader", "remove_reader", "add_writer", "remove_writer"):
-            real = getattr(sockets, name)
-            setattr(sockets, name, lambda *args, _real=real, _name=name: (self.calls.append(_name), _real(*args))[1])
+            setattr(sockets, name, self._counting(name, getattr(sockets, name)))
+
+    def _counting(self, name: str, real):
+        def call(*args):
+            self.calls.append(name)
+            return real(*args)
+        return call
+
+
+async def lean_call(client: CurlClient, upstream):
+    return await asyncio.wait_for(client.request("POST", upstream.origin + "/echo", headers={}, json={}), GUARD)
 
 
 async def test_calls_on_one_connection_keep_its_socket_parked_and_never_ask_for_a_transport_check(
@@ -666,8 +675,29 @@ async def test_without_the_socket_callbacks_every_call_unwatches_its_socket(upst
         await client.close()
 
 
-async def lean_call(client: CurlClient, upstream):
-    return await asyncio.wait_for(client.request("POST", upstream.origin + "/echo", headers={}, json={}), GUARD)
+class _NoCallbacks:
+    """curl_cffi's ffi where cffi cannot make a callback (memory that may not be both written and run)."""
+
+    def callback(self, *args, **kwargs):
+        raise MemoryError("Cannot allocate write+execute memory for ffi.callback()")
+
+
+class _Callbacks:
+    """An ffi that makes every callback asked of it (a socket on Windows is no file descriptor:
+    none may be asked there)."""
+
+    def callback(self, *args, **kwargs):
+        return object()
+
+
+@pytest.mark.parametrize("platform, ffi", [("linux", _NoCallbacks()), ("win32", _Callbacks())])
+def test_the_socket_callbacks_are_not_made_where_they_cannot_be(monkeypatch, platform, ffi):
+    # no callbacks: _new_handle sets neither option, so no socket is ever parked (test above)
+    monkeypatch.setattr(curl_lean, "_socket_hooks", None)
+    monkeypatch.setattr(curl_lean, "_ffi", ffi)
+    monkeypatch.setattr(curl_lean.sys, "platform", platform)
+    assert curl_lean._socket_callbacks() is None and curl_lean._socket_hooks is False
+    assert curl_lean._socket_callbacks() is None  # decided once
 
 
 async def test_a_parked_socket_the_server_closes_leaves_the_selector_and_the_next_call_reconnects(upstream, lean):
