@@ -5,6 +5,7 @@ time on this VM spreads wider than most single changes.
     python3 tests/bench/instructions.py "claude.ai web"
     python3 tests/bench/instructions.py pass-through --conns 16 --seconds 20   # under wrk's load
     python3 tests/bench/instructions.py pass-through --target relay
+    python3 tests/bench/instructions.py "claude.ai web" --target web          # a floor of floor.py
 
 Starts the fake upstream as run.py does and the target (clewdr-lite, or the bare relay) under
 valgrind's callgrind with one count per thread; warms it with 100 requests, zeroes the counts,
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench import load  # noqa: E402
-from tests.bench.procs import ROOT, Sequential, Server, free_port, start_upstream, target_argv  # noqa: E402
+from tests.bench.procs import FLOOR_KINDS, ROOT, Sequential, Server, free_port, start_upstream, target_argv  # noqa: E402
 from tests.bench.run import CASES, proxy_config  # noqa: E402
 
 WARM = 100
@@ -44,14 +45,17 @@ def dumped(folder: Path) -> dict[int, int]:
     return counts
 
 
-def measure(case: str, target: str, requests: int, conns: int, seconds: float) -> tuple[int, dict[int, int]]:
+def measure(case: str, target: str, requests: int, conns: int, seconds: float,
+            keep: Path | None = None) -> tuple[int, dict[int, int]]:
     request = CASES[case]
     path, body, headers = request
     with tempfile.TemporaryDirectory(prefix="clewdr-instructions-") as tmp:
-        folder = Path(tmp)
+        folder = keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         upstream, origins = start_upstream(folder)
         port = free_port()
-        argv = target_argv(target, port, api=origins["api"], config=proxy_config(folder, origins["api"], origins["web"]))
+        argv = target_argv(target, port, api=origins["api"], web=origins["web"],
+                           config=proxy_config(folder, origins["api"], origins["web"]))
         server = Server(target, ["valgrind", "--tool=callgrind", "--separate-threads=yes",
                                  f"--callgrind-out-file={folder / 'cg.out'}", *argv], port,
                         log=folder / "server.log", cwd=ROOT)
@@ -78,16 +82,19 @@ def measure(case: str, target: str, requests: int, conns: int, seconds: float) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", nargs="?", default="pass-through", choices=[c for c in CASES if c != "direct"])
-    parser.add_argument("--target", choices=("proxy", "relay"), default="proxy")
+    parser.add_argument("--target", choices=("proxy", "relay", *FLOOR_KINDS), default="proxy",
+                        help="clewdr-lite, the bare relay, or a floor of floor.py")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests counted")
     parser.add_argument("--conns", type=int, default=0, help="wrk's connections instead (0: sequential)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of wrk's load")
+    parser.add_argument("--keep", type=Path, help="leave callgrind's files in this folder "
+                        "(cg.out.1-01 is the event-loop thread's: callgrind_annotate --inclusive=yes reads it)")
     args = parser.parse_args()
     missing = [tool for tool in ("valgrind", "callgrind_control") + (("wrk",) if args.conns else ())
                if shutil.which(tool) is None]
     if missing:
         sys.exit(f"needs {', '.join(missing)}")
-    requests, counts = measure(args.case, args.target, args.requests, args.conns, args.seconds)
+    requests, counts = measure(args.case, args.target, args.requests, args.conns, args.seconds, args.keep)
     how = f"wrk, {args.conns} connections, {args.seconds:g} s" if args.conns else "sequential"
     print(f"{args.target}, {args.case}, {requests} requests ({how}): "
           f"{counts.get(1, 0) / requests / 1e6:.3f}M instructions per request on the event-loop thread, "

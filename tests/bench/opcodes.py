@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bench.procs import ROOT, Sequential, Server, free_port, python, start_upstream, target_argv  # noqa: E402
+from tests.bench.procs import FLOOR_KINDS, ROOT, Sequential, Server, free_port, python, start_upstream, target_argv  # noqa: E402
 from tests.bench.run import CASES, proxy_config  # noqa: E402
 
 WARM = 200
-TARGETS = ("proxy", "relay", "wire", "web", "web-session")  # the last three: floor.py's kinds
+TARGETS = ("proxy", "relay", *FLOOR_KINDS)
 _PREFIXES = (str(ROOT) + "/", os.path.dirname(os.__file__) + "/site-packages/", os.path.dirname(os.__file__) + "/")
 
 
@@ -90,11 +90,8 @@ def _traced(out: str, argv: list[str]) -> None:
 def count(case: str, target: str, requests: int, folder: Path, origins: dict) -> dict[str, list[int]]:
     """[opcodes, calls] per function over `requests` sequential requests of `case` to `target`."""
     port = free_port()
-    if target in ("proxy", "relay"):
-        argv = target_argv(target, port, api=origins["api"],
-                           config=proxy_config(folder, origins["api"], origins["web"]))
-    else:
-        argv = python(str(ROOT / "tests/bench/floor.py"), target, str(port), origins["api"], origins["web"])
+    argv = target_argv(target, port, api=origins["api"], web=origins["web"],
+                       config=proxy_config(folder, origins["api"], origins["web"]))
     out = folder / f"opcodes-{target}.json"
     server = Server(target, python(__file__, "--inside", str(out), *argv[1:]), port,
                     log=folder / f"{target}.log", cwd=ROOT)

@@ -167,8 +167,14 @@ def start_upstream(folder: Path) -> tuple[subprocess.Popen, dict]:
     return upstream, json.loads(upstream.stdout.readline())
 
 
-def target_argv(target: str, port: int, *, api: str, config: Path) -> list[str]:
-    """How the bare relay ("relay") or clewdr-lite ("proxy", on `config`) is started on `port`."""
+FLOOR_KINDS = ("wire", "web", "web-session")  # floor.py's kinds
+
+
+def target_argv(target: str, port: int, *, api: str, config: Path, web: str = "") -> list[str]:
+    """How the bare relay ("relay"), a floor of floor.py (FLOOR_KINDS; `web`: the fake claude.ai's
+    origin) or clewdr-lite ("proxy", on `config`) is started on `port`."""
     if target == "relay":
         return python(str(ROOT / "tests/bench/relay.py"), str(port), api)
+    if target in FLOOR_KINDS:
+        return python(str(ROOT / "tests/bench/floor.py"), target, str(port), api, web)
     return python("-m", "clewdr_lite", "-c", str(config), "--host", "127.0.0.1", "--port", str(port))

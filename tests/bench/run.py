@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench import load, streams  # noqa: E402
-from tests.bench.procs import (MIB, ROOT, RssSampler, Server, cpu_seconds, free_port, has_module, python, rss,  # noqa: E402
+from tests.bench.procs import (MIB, ROOT, RssSampler, Server, cpu_seconds, free_port, has_module, rss,  # noqa: E402
                                start_upstream, target_argv)
 from tests.bench.upstream import COOKIES  # noqa: E402
 from tests.conftest import make_cookie  # noqa: E402
@@ -319,8 +319,8 @@ def main() -> int:
             for case, kinds in FLOORS.items():  # started after the start-up figures are taken
                 for kind, label in kinds:
                     port = free_port()
-                    floors[label] = Server(label, python(str(ROOT / "tests/bench/floor.py"), kind, str(port), api,
-                                                         origins["web"]), port, log=folder / f"floor-{kind}.log", cwd=ROOT)
+                    floors[label] = Server(label, target_argv(kind, port, api=api, config=config, web=origins["web"]),
+                                           port, log=folder / f"floor-{kind}.log", cwd=ROOT)
                     floors[label].start(CASES[case])
             results["direct"] = {"cases": measure_cases({"direct": (upstream.pid, api)}, ["direct"], args)["direct"]}
             urls = {name: f"http://127.0.0.1:{server.port}" for name, server in servers.items()}
