@@ -308,6 +308,12 @@ class SSEDecoder:
                     data = None
                 event = ""
                 continue
+            if line.startswith("data: "):  # the usual field lines first: no partition, no second slice
+                data = line[6:] if data is None else data + "\n" + line[6:]
+                continue
+            if line.startswith("event: "):
+                event = line[7:]
+                continue
             name, _, value = line.partition(":")  # no colon: the whole line names a field, value ""
             if value[:1] == " ":
                 value = value[1:]

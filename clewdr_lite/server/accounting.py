@@ -116,9 +116,17 @@ async def timing(request: web.Request, handler):
             log.exception("request accounting failed on %s %s", request.method, request.path)
 
 
+def _client_key(request: web.Request):
+    """The request's client key, None without one (request.get would go through Mapping.get)."""
+    try:
+        return request[CLIENT_KEY]
+    except KeyError:
+        return None
+
+
 def admit(request: web.Request, *, model: str, provider: str, upstream_model: str, req: dict) -> None:
     """A client key's admission checks (gateway.md §9.3), once per request; nothing for the password."""
-    key = request.get(CLIENT_KEY)
+    key = _client_key(request)
     record = acct(request)
     if key is None or "admitted" in record:
         return
@@ -142,7 +150,7 @@ def _settle_key(request: web.Request, state, record: dict) -> float:
     subscription = provider is not None and provider.type in ("claude_web", "claude_code")
     record["shadow_cost"] = priced if subscription else 0.0
     usd = 0.0 if subscription else priced
-    key = request.get(CLIENT_KEY)
+    key = request[CLIENT_KEY]  # `timing` set it (None without a client key) before the handler ran
     if key is not None and "admitted" in record:
         now = state.clock()
         state.client_keys.release(key)

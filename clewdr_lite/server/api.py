@@ -46,9 +46,10 @@ async def read_json(request: web.Request) -> dict:
     """The body as a JSON object; a body without Content-Type is accepted (compat.md §9.1)."""
     raw = await read_body(request)
     acct(request)["raw"] = raw  # a reference, no copy: logged only when [log] bodies asks
-    clock = request.get(TIMING_KEY)
-    if clock is not None:  # overhead counts from the complete client request (gateway.md §12.1)
-        clock.read = time.monotonic()
+    try:  # overhead counts from the complete client request (gateway.md §12.1)
+        request[TIMING_KEY].read = time.monotonic()
+    except KeyError:  # not a proxied request (request.get would cost a Mapping.get call more)
+        pass
     if not raw.strip():
         raise errors.BadRequest("Request body is empty; send a JSON object")
     try:
@@ -110,7 +111,10 @@ async def dispatch(request: web.Request, req: dict, dialect: str, *, original: d
             last = errors.ProxyError(f"provider {provider} is failing; its circuit breaker is open",
                                      status=503, type="api_error")
             continue
-        step = router.Route(provider, model, candidates[number:], route.via)
+        # the first candidate of a route that lists them is the route itself (a frozen dataclass
+        # costs four object.__setattr__ calls to make)
+        step = route if number == 0 and candidates is route.candidates else \
+            router.Route(provider, model, candidates[number:], route.via)
         try:
             response = await _serve_route(request, state, step, req, dialect, original=original,
                                           include_usage=include_usage)
@@ -159,8 +163,6 @@ def _fails_over(err: errors.ProxyError) -> bool:
 async def _serve_route(request: web.Request, state, route, req: dict, dialect: str, *, original: dict,
                        include_usage: bool) -> web.StreamResponse:
     """Serve one (provider, model) candidate (`state`: the app's, which dispatch looked up)."""
-    from clewdr_lite.server import messages_api
-
     kind = state.provider(route.provider).type
     acct(request).update(provider=route.provider, model=req["model"], upstream_model=route.model,
                          stream=bool(req.get("stream")))
@@ -304,3 +306,7 @@ def setup(app: web.Application) -> None:
     r.add_route("HEAD", "/", head_probe)
     r.add_route("HEAD", "/code", head_probe)
     r.add_route("OPTIONS", "/{tail:(v1|code|gemini|vertex|v1beta)/.*}", preflight)
+
+
+# messages_api imports this module's helpers: imported once they exist (not per request in _serve_route)
+from clewdr_lite.server import messages_api  # noqa: E402
