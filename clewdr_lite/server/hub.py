@@ -14,6 +14,7 @@ from aiohttp import web
 
 from clewdr_lite import errors, lazy
 from clewdr_lite.protocol import anthropic
+from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.server.accounting import note_usage
 from clewdr_lite.server.app import STATE
 from clewdr_lite.server.streaming import AnthropicOut, send_stream
@@ -23,17 +24,11 @@ openai_stream = lazy.module("clewdr_lite.protocol.openai_stream")
 
 
 async def aggregate(events) -> dict:
-    """Drain a hub event stream into one message; an error event becomes an HTTP error."""
-    from clewdr_lite.protocol import upstream_errors as ue
-
+    """Drain claude.ai's hub event stream (upstream.claude_web.WebStream) into one message; an error
+    event becomes an HTTP error. The stream hands its events over (`drain`), closing itself however
+    the drain ends: no async generator of ours between its events and the accumulator."""
     acc = anthropic.Accumulator()
-    try:
-        async for event in events:
-            acc.feed(event)
-    finally:
-        closer = getattr(events, "aclose", None)
-        if closer is not None:
-            await closer()
+    await events.drain(acc.feed)
     if acc.error is not None:
         raise ue.classify_event(acc.error).error
     return acc.result()

@@ -413,6 +413,14 @@ class WebStream:
         finally:
             await self.aclose()
 
+    async def drain(self, feed) -> None:
+        """`feed(event)` for every event, then closed (hub.aggregate's way: no async generator of
+        ours between claude.ai's events and the accumulator)."""
+        try:
+            await self._out.drain(feed)
+        finally:
+            await self.aclose()
+
     @property
     def output_tokens(self) -> int:
         """Output tokens counted so far."""

@@ -337,6 +337,74 @@ async def test_a_whole_answer_hold_fails_over_on_an_error_after_the_deadline(mon
     assert caught.value.outcome.error.status == 529
 
 
+async def test_draining_held_events_feeds_what_iterating_gives_then_closes_the_stream(monkeypatch):
+    """drain(feed), hub.aggregate's way: the held events and the rest, in order, after a hold that
+    timed out with a read in flight too; the stream is closed at the end."""
+    monkeypatch.setattr(relay, "HOLD_SECONDS", 0.01)
+    gate, closed, fed = asyncio.Event(), [], []
+
+    async def events():
+        try:
+            for item in (HUB_START, "wait", HUB_BLOCK, HUB_STOP):
+                if item == "wait":
+                    await gate.wait()
+                else:
+                    yield item
+        finally:
+            closed.append(True)
+
+    held = await asyncio.wait_for(relay.hold_events(events()), 1)  # timed out: the read is in flight
+    draining = asyncio.ensure_future(held.drain(fed.append))
+    await asyncio.sleep(0.02)
+    assert fed == [] and not draining.done()  # the held start waits for the read in flight
+    gate.set()
+    await asyncio.wait_for(draining, 1)
+    assert fed == [HUB_START, HUB_BLOCK, HUB_STOP] and closed == [True]
+
+
+async def test_a_drain_cancelled_by_a_departing_client_closes_the_stream():
+    gate, closed, fed = asyncio.Event(), [], []
+
+    async def events():
+        try:
+            yield HUB_START
+            yield HUB_BLOCK
+            await gate.wait()  # the model pauses mid-answer
+            yield HUB_STOP
+        finally:
+            closed.append(True)
+
+    held = await relay.hold_events(events(), whole=True)
+    draining = asyncio.ensure_future(held.drain(fed.append))
+    await asyncio.sleep(0.01)
+    draining.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await draining
+    assert fed == [HUB_START, HUB_BLOCK] and closed == [True]
+
+
+async def test_a_drain_whose_feed_fails_closes_the_stream_it_left_suspended():
+    closed, fed = [], []
+
+    async def events():
+        try:
+            yield HUB_START
+            yield HUB_BLOCK
+            yield HUB_STOP
+        finally:
+            closed.append(True)
+
+    def feed(event):
+        if event is HUB_BLOCK:
+            raise ValueError("the accumulator refused it")
+        fed.append(event)
+
+    held = await relay.hold_events(events(), whole=True)
+    with pytest.raises(ValueError):
+        await held.drain(feed)
+    assert fed == [HUB_START] and closed == [True]
+
+
 def test_message_ids_are_random_anthropic_style_ids():
     ids = {relay.new_msg_id() for _ in range(1000)}
     assert len(ids) == 1000  # never a repeat (timestamps would collide, conversions.md §1.5)
