@@ -354,16 +354,18 @@ class Accumulator:
     def feed(self, event: dict) -> None:
         """Take one hub stream event."""
         kind = event.get("type")
-        if kind == "message_start":
+        if kind == "content_block_delta":  # the most of a stream's events, first
+            index = event.get("index", 0)
+            block = self.blocks.get(index)
+            if block is None:  # a delta without its start: a text block
+                block = self.blocks[index] = _Block({"type": "text", "text": ""})
+            block.add(event.get("delta") or {})
+        elif kind == "message_start":
             self.message = dict(event.get("message") or {})
             self.usage = dict(self.message.get("usage") or {})
         elif kind == "content_block_start":
             index = event.get("index", len(self.blocks))
             self.blocks[index] = _Block(event.get("content_block") or {})
-        elif kind == "content_block_delta":
-            index = event.get("index", 0)
-            block = self.blocks.setdefault(index, _Block({"type": "text", "text": ""}))
-            block.add(event.get("delta") or {})
         elif kind == "message_delta":
             self._message_delta(event)
         elif kind == "error":

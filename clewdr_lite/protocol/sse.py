@@ -51,12 +51,14 @@ def loads(data: str):
     """`json.loads(data)` at a third of its cost, for what is decoded per request or per event (a
     body, an event's data): json.loads wraps the C scanner in two Python calls. Same values;
     anything json.loads rejects raises json.JSONDecodeError (a ValueError) here too."""
-    if type(data) is not str or data[:1] in _JSON_SPACE:  # bytes, "", or leading blanks: as json does
-        return json.loads(data)
     try:
         value, end = _SCAN(data, 0)
-    except StopIteration as stop:
+    except StopIteration as stop:  # no value at 0: "", leading blanks (json.loads skips them), or bad
+        if data[:1] in _JSON_SPACE:
+            return json.loads(data)
         raise json.JSONDecodeError("Expecting value", data, stop.value) from None
+    except TypeError:  # not a str (bytes, bytearray …): json.loads decodes it, or refuses it
+        return json.loads(data)
     if end != len(data):
         rest = data[end:].lstrip(_JSON_SPACE)
         if rest:

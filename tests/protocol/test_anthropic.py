@@ -504,6 +504,14 @@ def test_accumulator_builds_message():
     }
 
 
+def test_accumulator_takes_deltas_without_their_block_start_as_one_text_block():
+    acc = an.Accumulator()
+    acc.feed({"type": "message_start", "message": {"id": "msg_1", "model": "m"}})
+    for text in ("Hel", "lo", "!"):
+        acc.feed({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+    assert acc.result()["content"] == [{"type": "text", "text": "Hello!"}]
+
+
 def test_accumulator_defaults_and_edge_cases():
     acc = an.Accumulator()
     acc.feed({"type": "message_start", "message": {"id": "msg_1", "model": "m"}})
