@@ -365,13 +365,18 @@ class WebStream:
         self._closed = False
 
     async def _events(self):
-        decoder = SSEDecoder()
+        decoder, proc = SSEDecoder(), self._proc
         try:
             async for chunk in self._resp.chunks():
                 for ev in decoder.feed(chunk):
-                    for out in self._feed(ev.data):
-                        yield out
-                if self._proc.done:
+                    try:  # _feed's work, inline: once per event
+                        event = loads(ev.data)
+                    except ValueError:
+                        continue
+                    if isinstance(event, dict):
+                        for out in proc.feed(event):
+                            yield out
+                if proc.done:
                     return
             for ev in decoder.close():
                 for out in self._feed(ev.data):
