@@ -24,9 +24,9 @@ from clewdr_lite.protocol import claude_web as web
 from clewdr_lite.protocol.claude_web_account import REASON_EFFECT
 from clewdr_lite.protocol import tokens
 from clewdr_lite.protocol import upstream_errors as ue
-from clewdr_lite.protocol.sse import SSEDecoder, loads, loads_bytes
+from clewdr_lite.protocol.sse import loads_bytes
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS, note_credential
-from clewdr_lite.upstream.relay import EarlyError, hold_events, new_msg_id
+from clewdr_lite.upstream.relay import EarlyError, converted_events, hold_events, new_msg_id
 
 log = logging.getLogger("clewdr_lite.web")
 
@@ -360,40 +360,9 @@ class WebStream:
         self.owner, self.cookie, self.model = owner, cookie, model
         self._resp, self._proc = resp, processor
         self._input = input_tokens
-        self._gen = self._events()
+        self._gen = converted_events(resp, processor)  # hub events; closes resp when it ends
         self._out = None  # the events held by prime(), then the rest
         self._closed = False
-
-    async def _events(self):
-        decoder, proc = SSEDecoder(), self._proc
-        try:
-            async for chunk in self._resp.chunks():
-                for ev in decoder.feed(chunk):
-                    try:  # _feed's work, inline: once per event
-                        event = loads(ev.data)
-                    except ValueError:
-                        continue
-                    if isinstance(event, dict):
-                        for out in proc.feed(event):
-                            yield out
-                if proc.done:
-                    return
-            for ev in decoder.close():
-                for out in self._feed(ev.data):
-                    yield out
-            if not self._proc.done:
-                for out in self._proc.close():  # flush held-back stop-sequence text
-                    yield out
-        except TRANSPORT_ERRORS:
-            if not self._proc.done:
-                yield {"type": "error", "error": {"type": "api_error", "message": "upstream connection lost"}}
-
-    def _feed(self, data: str) -> list[dict]:
-        try:
-            event = loads(data)
-        except ValueError:
-            return []
-        return self._proc.feed(event) if isinstance(event, dict) else []
 
     async def prime(self, *, whole: bool = False) -> None:
         """Hold events until the first content (relay.hold_events; `whole`: for a client that

@@ -391,24 +391,44 @@ async def hold_events(events, *, whole: bool = False) -> HeldEvents:
     return await HeldEvents(events).hold(whole=whole)
 
 
+def _event_object(data: str) -> dict | None:
+    """An SSE event's data as the JSON object a converter takes; None for `[DONE]`, bad JSON or
+    anything but an object."""
+    if data == "[DONE]":
+        return None
+    try:
+        obj = loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 async def converted_events(resp, conv):
-    """An upstream SSE body through a stream converter (`feed(chunk) -> [events]`, `close()`) as hub events."""
+    """An upstream SSE body through a stream converter (`feed(obj) -> [events]`, `close()`) as hub
+    events. A converter with a `done` flag (claude.ai's WebEvents) ends the stream when it says so:
+    the upstream is closed and nothing more is read, closed or reported. A last event without its
+    closing blank line still counts (SSEDecoder.close)."""
     decoder = SSEDecoder()
+    ends = hasattr(conv, "done")
     try:
         async for chunk in resp.chunks():
             for ev in decoder.feed(chunk):
-                if ev.data == "[DONE]":
-                    continue
-                try:
-                    data = loads(ev.data)
-                except ValueError:
-                    continue
-                if isinstance(data, dict):
-                    for event in conv.feed(data):
+                obj = _event_object(ev.data)
+                if obj is not None:
+                    for event in conv.feed(obj):
                         yield event
-        for event in conv.close():
-            yield event
+            if ends and conv.done:
+                return
+        for ev in decoder.close():
+            obj = _event_object(ev.data)
+            if obj is not None:
+                for event in conv.feed(obj):
+                    yield event
+        if not (ends and conv.done):
+            for event in conv.close():
+                yield event
     except TRANSPORT_ERRORS:
-        yield LOST
+        if not (ends and conv.done):
+            yield LOST
     finally:
         await resp.close()

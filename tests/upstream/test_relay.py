@@ -405,6 +405,55 @@ async def test_a_drain_whose_feed_fails_closes_the_stream_it_left_suspended():
     assert fed == [HUB_START] and closed == [True]
 
 
+class Recording:
+    """A stream converter (feed / close) that hands each object on and records what it was given;
+    `stop_on` makes it one with a `done` flag, set by that object (as WebEvents on a stop sequence)."""
+
+    def __init__(self, stop_on: dict | None = None) -> None:
+        self.fed: list = []
+        self.closes = 0
+        if stop_on is not None:
+            self.stop_on, self.done = stop_on, False
+
+    def feed(self, obj: dict) -> list:
+        self.fed.append(obj)
+        if getattr(self, "stop_on", None) == obj:
+            self.done = True
+        return [obj]
+
+    def close(self) -> list:
+        self.closes += 1
+        return [{"type": "closed"}]
+
+
+async def converted(resp: Scripted, conv) -> list:
+    return [e async for e in relay.converted_events(resp, conv)]
+
+
+async def test_converted_events_keep_a_last_event_without_its_blank_line():
+    """Some OpenAI-compatible servers end the body right after their last event's data line."""
+    resp, conv = Scripted(lean=False), Recording()
+    resp.put(b'data: {"a": 1}\n\ndata: [DONE]\n\ndata: not json\n\ndata: [1]\n\n', b'data: {"usage": 2}', None)
+    assert await converted(resp, conv) == [{"a": 1}, {"usage": 2}, {"type": "closed"}]
+    assert conv.fed == [{"a": 1}, {"usage": 2}] and resp.closed  # [DONE], bad JSON, a list: skipped
+
+
+async def test_a_converter_that_is_done_ends_the_stream_and_closes_the_upstream():
+    resp, conv = Scripted(lean=False), Recording(stop_on={"n": 2})
+    resp.put(b'data: {"n": 1}\n\ndata: {"n": 2}\n\ndata: {"n": 3}\n\n', b'data: {"n": 4}\n\n', None)
+    assert await converted(resp, conv) == [{"n": 1}, {"n": 2}, {"n": 3}]  # the rest of that chunk's events
+    assert conv.closes == 0 and resp.closed and list(resp.items) == [b'data: {"n": 4}\n\n', None]
+
+
+@pytest.mark.parametrize("stop_on, tail, unread", [(None, [relay.LOST], 0), ({"n": 1}, [], 1)],
+                         ids=["open", "done-before-the-break"])
+async def test_a_lost_connection_is_reported_unless_the_converter_ended_the_stream(stop_on, tail, unread):
+    resp, conv = Scripted(lean=False), Recording(stop_on=stop_on)
+    resp.put(b'data: {"n": 1}\n\n', aiohttp.ClientPayloadError("connection reset"))
+    assert await converted(resp, conv) == [{"n": 1}, *tail]
+    assert conv.closes == 0 and resp.closed and len(resp.items) == unread
+
+
 def test_message_ids_are_random_anthropic_style_ids():
     ids = {relay.new_msg_id() for _ in range(1000)}
     assert len(ids) == 1000  # never a repeat (timestamps would collide, conversions.md §1.5)
