@@ -182,17 +182,12 @@ class Breakers:
     def allow(self, provider: str, credential: str, now: float) -> bool:
         """Breaker.allow of that credential (twice a request: a closed one says yes without
         another call)."""
-        breaker = self._by_key.get((provider, credential))
-        if breaker is None:
-            breaker = self._by_key[(provider, credential)] = Breaker(self.settings)
+        breaker = self.get(provider, credential)
         return True if breaker._open_until is None else breaker.allow(now)
 
     def record(self, provider: str, credential: str, ok: bool, now: float) -> None:
         """Breaker.record of that credential."""
-        breaker = self._by_key.get((provider, credential))
-        if breaker is None:
-            breaker = self._by_key[(provider, credential)] = Breaker(self.settings)
-        breaker.record(ok, now)
+        self.get(provider, credential).record(ok, now)
 
     def state(self, provider: str, credential: str, now: float) -> str:
         """That credential's state; closed when it has no breaker yet."""
