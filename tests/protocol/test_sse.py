@@ -406,7 +406,7 @@ def test_usage_scanning_skips_what_is_not_a_usage_value():
 @pytest.mark.parametrize("data", [
     '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hé \\ud83d\\ude00"}}',
     '[1, 2.5, "x", null, true, false]', '"text"', "42", "-0.5e3", "null", "NaN", "-Infinity",
-    '{"a":1}  ', '{"a":1}\r\n', ' {"a":1}', '\t[1]', b'{"a":1}', '{"a":"\\ud800"}',
+    '{"a":1}  ', '{"a":1}\r\n', ' {"a":1}', '\t[1]', b'{"a":1}', '{"a":"\\ud800"}', bytearray(b'[1, "x"]'),
 ])
 def test_loads_gives_what_json_loads_gives(data):
     value = loads(data)
@@ -442,6 +442,15 @@ def test_loads_bytes_rejects_what_json_loads_rejects(raw):
         json.loads(raw)
     with pytest.raises(ValueError):
         loads_bytes(raw)
+
+
+@pytest.mark.parametrize("data", [None, 42, 1.5, ["{}"], {"a": 1}])
+def test_loads_refuses_what_is_not_text_as_json_loads_does(data):
+    with pytest.raises(TypeError) as expected:
+        json.loads(data)
+    with pytest.raises(TypeError) as mine:
+        loads(data)
+    assert str(mine.value) == str(expected.value)
 
 
 def test_loads_nested_too_deep_raises_as_json_does():

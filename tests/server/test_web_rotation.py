@@ -234,6 +234,34 @@ async def test_a_whole_answer_goes_to_the_next_cookie_on_an_error_before_content
     assert len(fake_web.completions) == 2
 
 
+async def test_a_whole_answer_client_leaving_mid_answer_frees_the_cookie_and_the_stream(fake_web, start_proxy):
+    """A non-streaming client's answer is drained into the accumulator (WebStream.drain): when the
+    client leaves mid-answer the drain is cancelled, the claude.ai stream is closed and the cookie's
+    slot is given back, with what was counted so far recorded."""
+    import asyncio
+
+    import aiohttp
+
+    good = make_cookie("good")
+    fake_web.add_account(good)
+    fake_web.reply = "a long answer that never ends"
+    fake_web.stall_after = 4  # message_start, block start, two deltas: content flows, then nothing
+    proxy = await start_proxy({"rproxy": fake_web.base_url}, cookies=[good])
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(asyncio.TimeoutError):
+            async with s.post(proxy.url + "/v1/messages", headers={"x-api-key": PASSWORD},
+                              timeout=aiohttp.ClientTimeout(total=0.5),
+                              json={"model": MODEL, "max_tokens": 50, "messages": MSG}) as r:
+                await r.read()
+    await asyncio.wait_for(fake_web.stream_cancelled.wait(), 5)  # the proxy closed its claude.ai stream
+    for _ in range(100):
+        if not proxy.state.pool.inflight:
+            break
+        await asyncio.sleep(0.01)
+    assert fake_web.cancelled_streams == 1 and proxy.state.pool.inflight == {}
+    assert proxy.state.pool.valid[0]["lifetime_usage"]["total_input_tokens"] > 0
+
+
 ODD_EVENTS = {  # claude.ai streams that are event streams but carry what no converter can read
     "null-message": b'event: message_start\ndata: {"type":"message_start","message":null}\n\n',
     "string-delta": b'event: message_start\ndata: {"type":"message_start","message":{}}\n\n'
