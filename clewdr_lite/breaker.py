@@ -20,6 +20,8 @@ outcome leaves the window between window_s − one bucket and window_s after it 
 
 from __future__ import annotations
 
+import math
+
 from collections import deque
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Mapping
@@ -69,6 +71,8 @@ class Breaker:
         self.settings = BreakerSettings(**{**base.__dict__, **overrides})
         self._buckets: deque = deque()    # [bucket number, outcomes, failures] inside the window
         self._width = 0.0                 # seconds per bucket the buckets were counted with
+        self._counted_with: BreakerSettings | None = None  # the settings that width came from
+        self._bucket_end = -math.inf      # when the newest bucket ends
         self._total = self._failed = 0    # sums over the buckets
         self._streak = 0                  # consecutive failures while closed
         self._open_until: float | None = None
@@ -126,30 +130,40 @@ class Breaker:
         return self._total >= s.min_requests and self._failed >= s.ratio * self._total
 
     def _count(self, ok: bool, now: float) -> None:
-        """Add one outcome to its bucket and drop the buckets that left the window."""
-        width = self.settings.window_s / BUCKETS
-        if width != self._width:  # new settings (hot reload): the window starts afresh
-            self._clear_window()
-            self._width = width
-        number = int(now // width)
-        buckets = self._buckets
-        last = buckets[-1] if buckets else None
-        if last is None or last[0] != number:  # a new bucket: the ones that left the window go first
-            while buckets and buckets[0][0] <= number - BUCKETS:
-                _, total, failed = buckets.popleft()
-                self._total -= total
-                self._failed -= failed
-            last = [number, 0, 0]
-            buckets.append(last)
+        """Add one outcome to its bucket (the newest, unless its time is over)."""
+        last = self._buckets[-1] if now < self._bucket_end and self.settings is self._counted_with \
+            else self._new_bucket(now)
         last[1] += 1
         self._total += 1
         if not ok:
             last[2] += 1
             self._failed += 1
 
+    def _new_bucket(self, now: float) -> list:
+        """The bucket `now` falls in, made after dropping the buckets that left the window."""
+        width = self.settings.window_s / BUCKETS
+        if width != self._width:  # new settings (hot reload): the window starts afresh
+            self._clear_window()
+            self._width = width
+        self._counted_with = self.settings
+        number = int(now // width)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == number:  # the same bucket (after new, equal settings)
+            last = buckets[-1]
+        else:
+            while buckets and buckets[0][0] <= number - BUCKETS:
+                _, total, failed = buckets.popleft()
+                self._total -= total
+                self._failed -= failed
+            last = [number, 0, 0]
+            buckets.append(last)
+        self._bucket_end = (number + 1) * width
+        return last
+
     def _clear_window(self) -> None:
         self._buckets.clear()
         self._total = self._failed = 0
+        self._bucket_end = -math.inf
 
     def _open(self, now: float) -> None:
         s = self.settings
@@ -182,12 +196,12 @@ class Breakers:
     def allow(self, provider: str, credential: str, now: float) -> bool:
         """Breaker.allow of that credential (twice a request: a closed one says yes without
         another call)."""
-        breaker = self.get(provider, credential)
+        breaker = self._by_key.get((provider, credential)) or self.get(provider, credential)
         return True if breaker._open_until is None else breaker.allow(now)
 
     def record(self, provider: str, credential: str, ok: bool, now: float) -> None:
         """Breaker.record of that credential."""
-        self.get(provider, credential).record(ok, now)
+        (self._by_key.get((provider, credential)) or self.get(provider, credential)).record(ok, now)
 
     def state(self, provider: str, credential: str, now: float) -> str:
         """That credential's state; closed when it has no breaker yet."""

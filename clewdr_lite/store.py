@@ -56,6 +56,7 @@ COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("shadow_cost_usd", "real", 0.0), ("user_agent", "text", None), ("client_ip", "text", None),
 )
 NAMES = tuple(name for name, _, _ in COLUMNS)
+WIDTH = len(NAMES)
 AT = {name: i for i, name in enumerate(NAMES)}
 BODY_FIELDS = ("request_body", "response_body")
 ACCEPTED = frozenset(NAMES + BODY_FIELDS)
@@ -353,6 +354,7 @@ class Store:
         self.batch_s = batch_s  # read every cycle: conserve mode may stretch it (§11.3)
         self._clock = clock
         self._batch_rows, self._max_queue = batch_rows, max_queue
+        self._wake_at = frozenset((1, batch_rows))  # queue lengths at which record() wakes the writer
         self._retention = (retention_rows, retention_days, retention_mb)
         self._retention_s = retention_s
         self._bodies = BODY_MODES[bodies]
@@ -398,32 +400,32 @@ class Store:
         values (gateway.md §11.3: logging must not slow requests).
         """
         if type(row) is tuple:
-            if len(row) != len(NAMES):
-                raise ValueError(f"a request log row has {len(NAMES)} values, not {len(row)}")
+            if len(row) != WIDTH:
+                raise ValueError(f"a request log row has {WIDTH} values, not {len(row)}")
             kept = None if request_body is None else \
                 self._kept((request_body, None), row[AT["status"]], row[AT["error_type"]])
-            item = (row, kept)
         else:
             if not ACCEPTED.issuperset(row):
                 raise ValueError(f"unknown request log fields: {sorted(row.keys() - ACCEPTED)}")
             if row.get("ts") is None:
                 row = {**row, "ts": self._clock()}
-            bodies = (row.get("request_body"), row.get("response_body"))
-            item = (row, self._kept(bodies, row.get("status"), row.get("error_type")))
+            kept = self._kept((row.get("request_body"), row.get("response_body")), row.get("status"),
+                              row.get("error_type"))
         # the condition's own lock, taken in C: the condition's `with` is two Python calls a row
         with self._lock:
             if self._stopping or self._dead:
                 self._counts["dropped"] += 1
                 return
-            if len(self._queue) >= self._max_queue:
+            queue = self._queue
+            if len(queue) >= self._max_queue:
                 # the oldest row goes: requests are never slowed by logging (§11.3)
-                self._queue.popleft()
+                queue.popleft()
                 self._counts["dropped"] += 1
-            self._seq += 1
-            self._queue.append((self._seq, *item))
+            self._seq = seq = self._seq + 1
+            queue.append((seq, row, kept))
             # only the two changes the writer waits for: work to do, a full batch (each wake-up
             # on a busy loop costs a GIL hand-over; the writer re-checks both before it waits)
-            if len(self._queue) == 1 or len(self._queue) == self._batch_rows:
+            if len(queue) in self._wake_at:
                 self._cond.notify_all()
 
     def _kept(self, bodies: tuple, status: Any, error_type: Any) -> tuple | None:

@@ -134,6 +134,7 @@ class Metric:
         self.series: dict[tuple[str, ...], object] = {}
         self._cache: dict[tuple, object] = {}
         self.function: Callable | None = None
+        self.on_change: Callable[[], None] | None = None  # told when series are dropped
         if not self.labelnames:
             self._bind(self.labels())
 
@@ -181,6 +182,8 @@ class Metric:
         child = self.labels(*values, **named)
         self.series = {k: c for k, c in self.series.items() if c is not child}
         self._cache = {k: c for k, c in self._cache.items() if c is not child}
+        if self.on_change is not None:
+            self.on_change()
 
     def clear(self) -> None:
         """Drop every series (an unlabelled metric keeps its one, reset)."""
@@ -188,6 +191,8 @@ class Metric:
         self._cache.clear()
         if not self.labelnames:
             self._bind(self.labels())
+        if self.on_change is not None:
+            self.on_change()
 
     def set_function(self, fn: Callable | None) -> None:
         """Back the metric by `fn`, called at render time.
@@ -367,6 +372,34 @@ def read_start_time(proc: str = "/proc") -> float | None:
         return None
 
 
+class _RequestSeries:
+    """The series one kind of finished request feeds, found with one lookup (Metrics.request_done);
+    the time-to-first-byte, overhead and token series are made on first use, as labels() would."""
+
+    __slots__ = ("metrics", "labels", "requests", "duration", "ttfb", "overhead", "tokens")
+
+    def __init__(self, metrics: "Metrics", route: str, provider: str, model: str, status: int | str) -> None:
+        self.metrics, self.labels = metrics, (route, provider, model)
+        self.requests = metrics.requests.labels(route, provider, model, status)
+        self.duration = metrics.request_duration.labels(route, provider)
+        self.ttfb: HistogramChild | None = None
+        self.overhead: HistogramChild | None = None
+        self.tokens: list[CounterChild | None] = [None] * len(TOKEN_KINDS)
+
+    def made_ttfb(self) -> HistogramChild:
+        self.ttfb = self.metrics.upstream_ttfb.labels(self.labels[1])
+        return self.ttfb
+
+    def made_overhead(self) -> HistogramChild:
+        self.overhead = self.metrics.overhead.labels(self.labels[0])
+        return self.overhead
+
+    def made_tokens(self, kind: int) -> CounterChild:
+        _, provider, model = self.labels
+        child = self.tokens[kind] = self.metrics.tokens.labels(provider, model, TOKEN_KINDS[kind])
+        return child
+
+
 class Metrics:
     """Exactly the series of gateway.md §12.2, and one method per event that feeds them.
 
@@ -408,6 +441,11 @@ class Metrics:
         self.start_time = r.gauge("process_start_time_seconds", "Start time of the process since the Unix epoch.",
                                   fn=self._start_time)
         self._start, self._proc = start_time, proc
+        # (route, provider, model label, status) → its series: one lookup a request, not six; as
+        # bounded as the labels themselves, and emptied when any of those families drops series
+        self._request_series: dict[tuple, _RequestSeries] = {}
+        for family in (self.requests, self.request_duration, self.upstream_ttfb, self.overhead, self.tokens):
+            family.on_change = self._request_series.clear
         self.set_models(models)
 
     def _start_time(self) -> float | None:
@@ -429,18 +467,29 @@ class Metrics:
                      duration_s: float, ttfb_s: float | None = None, overhead_s: float | None = None,
                      input_tokens: int = 0, output_tokens: int = 0, cache_read_tokens: int = 0,
                      cache_write_tokens: int = 0, cost_usd: float = 0.0, client_key: str | None = None) -> None:
-        """Count one finished request: status, latencies, tokens and cost."""
+        """Count one finished request: status, latencies, tokens and cost (token counts below 1 are
+        not counted: a counter only goes up)."""
         provider = provider or ""
         model = self.model_label(model)
-        self.requests.labels(route, provider, model, status).inc()
-        self.request_duration.labels(route, provider).observe(duration_s)
+        key = (route, provider, model, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = _RequestSeries(self, route, provider, model, status)
+        series.requests.value += 1
+        series.duration.observe(duration_s)
         if ttfb_s is not None:
-            self.upstream_ttfb.labels(provider).observe(ttfb_s)
+            (series.ttfb or series.made_ttfb()).observe(ttfb_s)
         if overhead_s is not None:
-            self.overhead.labels(route).observe(overhead_s)
-        for kind, n in zip(TOKEN_KINDS, (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)):
-            if n:
-                self.tokens.labels(provider, model, kind).inc(n)
+            (series.overhead or series.made_overhead()).observe(overhead_s)
+        tokens = series.tokens
+        if input_tokens > 0:
+            (tokens[0] or series.made_tokens(0)).value += input_tokens
+        if output_tokens > 0:
+            (tokens[1] or series.made_tokens(1)).value += output_tokens
+        if cache_read_tokens > 0:
+            (tokens[2] or series.made_tokens(2)).value += cache_read_tokens
+        if cache_write_tokens > 0:
+            (tokens[3] or series.made_tokens(3)).value += cache_write_tokens
         if cost_usd:
             self.cost.labels(provider, client_key or "").inc(cost_usd)
 

@@ -87,6 +87,25 @@ def test_new_window_settings_start_the_window_afresh():
     assert breakers.state("p", "k", T + 1) == CLOSED
 
 
+def test_new_settings_with_the_same_window_keep_its_counts():
+    breakers = Breakers()
+    for _ in range(4):
+        breakers.record("p", "k", True, T)
+        breakers.record("p", "k", False, T)
+    breakers.reconfigure(BreakerSettings(failures=99))  # a new settings object, the same window
+    breakers.record("p", "k", True, T + 0.5)
+    breakers.record("p", "k", False, T + 0.5)  # 5 of 10 in the window still: the ratio rule opens it
+    assert breakers.state("p", "k", T + 0.5) == OPEN
+
+
+def test_outcomes_move_on_to_a_new_bucket_when_theirs_is_over():
+    b = Breaker()
+    b.record(True, T)
+    b.record(True, T + 0.999)  # the same one-second bucket
+    b.record(False, T + 1.0)   # the next
+    assert [bucket[1:] for bucket in b._buckets] == [[2, 0], [1, 1]] and (b._total, b._failed) == (3, 1)
+
+
 def test_half_open_allows_a_single_probe():
     b = Breaker()
     failing(b, 5)

@@ -412,6 +412,36 @@ def test_request_done_and_friends_feed_the_series():
     assert values(fam, "process_start_time_seconds") == {(): 1_700_000_000.5}
 
 
+def test_request_series_follow_families_that_dropped_theirs():
+    reg = Registry()
+    metrics = Metrics(reg, start_time=0)
+    done = dict(route="/v1/messages", provider="p", model="m", duration_s=0.1, ttfb_s=0.05)
+    metrics.request_done(status=200, input_tokens=5, **done)
+    metrics.requests.clear()
+    metrics.tokens.clear()
+    metrics.upstream_ttfb.remove("p")
+    metrics.request_done(status=200, input_tokens=7, **done)
+    fam = parse(reg.render())
+    labels = (("model", "m"), ("provider", "p"), ("route", "/v1/messages"), ("status", "200"))
+    assert values(fam, "clewdr_requests_total") == {labels: 1}
+    assert values(fam, "clewdr_tokens_total") == {(("kind", "input"), ("model", "m"), ("provider", "p")): 7}
+    assert values(fam, "clewdr_upstream_ttfb_seconds_count") == {(("provider", "p"),): 1}
+    assert values(fam, "clewdr_request_duration_seconds_count") == {(("provider", "p"), ("route", "/v1/messages")): 2}
+
+
+def test_an_int_and_a_text_status_share_a_series_and_counts_below_one_are_not_counted():
+    reg = Registry()
+    metrics = Metrics(reg, start_time=0)
+    for status in (200, "200"):
+        metrics.request_done(route="/r", provider="p", model="m", status=status, duration_s=0.1,
+                             input_tokens=-3, output_tokens=0)
+    fam = parse(reg.render())
+    assert values(fam, "clewdr_requests_total") == {
+        (("model", "m"), ("provider", "p"), ("route", "/r"), ("status", "200")): 2}
+    assert values(fam, "clewdr_tokens_total") == {}
+    assert values(fam, "clewdr_upstream_ttfb_seconds_count") == {}  # never observed: no series
+
+
 def test_unbounded_models_and_reload():
     metrics = Metrics(Registry(), start_time=0)
     assert metrics.model_label("anything") == "anything"

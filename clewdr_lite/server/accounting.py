@@ -32,7 +32,10 @@ INFERENCE_PREFIXES = ("/v1", "/code/", "/gemini/", "/vertex/", "/messages", "/ch
 
 
 def _new_record() -> dict:
-    return {"provider": None, "model": None, "input_tokens": 0, "output_tokens": 0, "key_id": None}
+    """A request's accounting record with every field the log row reads, so it reads them by index."""
+    return {"provider": None, "model": None, "upstream_model": None, "scenario": None, "stream": False,
+            "fallback": False, "input_tokens": 0, "output_tokens": 0, "cache_read": 0, "cache_write": 0,
+            "estimated": False, "key_id": None, "raw": None}
 
 
 def acct(request: web.Request) -> dict:
@@ -142,10 +145,11 @@ def admit(request: web.Request, *, model: str, provider: str, upstream_model: st
 
 def _settle_key(request: web.Request, state, record: dict) -> float:
     """Release an admitted client key, charge its tokens and spend; the request's cost."""
-    usage = {"input_tokens": record.get("input_tokens", 0), "output_tokens": record.get("output_tokens", 0)}
-    provider = state.provider_named(record.get("provider"))
-    model = record.get("upstream_model") or record.get("model") or ""
-    priced = cost(model, usage, provider.prices if provider else None) if model else 0.0
+    inputs, outputs = record["input_tokens"], record["output_tokens"]
+    provider = state.provider_named(record["provider"])
+    model = record["upstream_model"] or record["model"]
+    priced = cost(model, {"input_tokens": inputs, "output_tokens": outputs},
+                  provider.prices if provider else None) if model else 0.0
     # subscriptions cost nothing per call; their API price is kept as a shadow cost (gateway.md §10)
     subscription = provider is not None and provider.type in ("claude_web", "claude_code")
     record["shadow_cost"] = priced if subscription else 0.0
@@ -154,31 +158,35 @@ def _settle_key(request: web.Request, state, record: dict) -> float:
     if key is not None and "admitted" in record:
         now = state.clock()
         state.client_keys.release(key)
-        state.client_keys.record_tokens(key, usage["input_tokens"] + usage["output_tokens"], now,
-                                        estimated=record["admitted"])
+        state.client_keys.record_tokens(key, inputs + outputs, now, estimated=record["admitted"])
         shadow = (state.config.tables.get("budgets") or {}).get("count_shadow_cost")
         state.add_spend(key, now, usd + (record["shadow_cost"] if shadow else 0.0))
     return usd
 
 
 def _finished(request: web.Request, state, record: dict, clock: Timing, status: int) -> None:
-    """Count the request in /metrics and settle its client key (`record`: its accounting record)."""
-    record["cost"] = _settle_key(request, state, record)
+    """Log the request's row, count it in /metrics and settle its client key (`record`: its
+    accounting record)."""
+    record["cost"] = usd = _settle_key(request, state, record)
     now = time.monotonic()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource else request.path
+    overhead_ms = clock.overhead_ms(now)
+    ttfb_s = (clock.last_headers - clock.read) if clock.last_headers else None
     if state.store is not None:
-        bodies = (state.config.tables.get("log") or {}).get("bodies", False)
         kept = None
-        if record.get("raw") and (bodies in (True, "all") or (bodies == "errors" and status >= 400)):
-            kept = record["raw"][:BODY_MAX].decode("utf-8", "replace")  # §11.4
-        state.store.record(_row(request, record, clock, status, route, now), request_body=kept)
-    state.metrics.request_done(route=route, provider=record.get("provider"), model=record.get("model"),
-                               status=status, duration_s=now - clock.arrived,
-                               ttfb_s=(clock.last_headers - clock.read) if clock.last_headers else None,
-                               overhead_s=clock.overhead_ms(now) / 1000,
-                               input_tokens=record.get("input_tokens", 0),
-                               output_tokens=record.get("output_tokens", 0), cost_usd=record["cost"],
-                               client_key=record.get("key_id"))
+        raw = record["raw"]
+        if raw:
+            bodies = (state.config.tables.get("log") or {}).get("bodies", False)
+            if bodies in (True, "all") or (bodies == "errors" and status >= 400):
+                kept = raw[:BODY_MAX].decode("utf-8", "replace")  # §11.4
+        state.store.record(_row(request, record, clock, status, route, now, overhead_ms, ttfb_s, usd),
+                           request_body=kept)
+    state.metrics.request_done(route=route, provider=record["provider"], model=record["model"],
+                               status=status, duration_s=now - clock.arrived, ttfb_s=ttfb_s,
+                               overhead_s=overhead_ms / 1000, input_tokens=record["input_tokens"],
+                               output_tokens=record["output_tokens"], cost_usd=usd,
+                               client_key=record["key_id"])
 
 
 def decorate(request: web.Request, response: web.StreamResponse) -> None:
@@ -207,19 +215,20 @@ def _clewdr_headers(state, response: web.StreamResponse, clock: Timing, record: 
     headers["x-clewdr-attempts"] = str(clock.sends)
 
 
-def _row(request: web.Request, record: dict, clock: Timing, status: int, route: str, now: float) -> tuple:
+def _row(request: web.Request, record: dict, clock: Timing, status: int, route: str, now: float,
+         overhead_ms: float, ttfb_s: float | None, usd: float) -> tuple:
     """The request-log row of gateway.md §11.2 (metadata only; no bodies): every column's value in
     store.COLUMNS order, typed as the store keeps it (the writer then takes it as it is)."""
-    return (time.time() - (now - clock.arrived), clock.request_id, record.get("key_id"), route,  # ts (arrival) …
+    arrived = clock.arrived
+    return (time.time() - (now - arrived), clock.request_id, record["key_id"], route,  # ts (arrival) …
             dialect_of(request.path),  # dialect
-            record.get("model"), record.get("provider"), record.get("upstream_model"),  # model_requested …
-            clock.credential, record.get("scenario"), int(bool(record.get("stream"))), status,  # credential …
-            anthropic_type(status) if status >= 400 else None, max(clock.sends, 1),  # error_type, attempts
-            int(bool(record.get("fallback"))),  # fallback_used
-            int((clock.last_headers - clock.read) * 1000) if clock.last_headers else None,  # ttfb_ms
-            int((now - clock.arrived) * 1000), int(clock.overhead_ms(now)),  # duration_ms, overhead_ms
-            record.get("input_tokens", 0), record.get("output_tokens", 0),  # tokens: input, output,
-            record.get("cache_read", 0), record.get("cache_write", 0),  # cache read, cache write
-            int(bool(record.get("estimated"))), float(record.get("cost", 0.0)),  # estimated, cost_usd
-            float(record.get("shadow_cost", 0.0)),  # shadow_cost_usd
+            record["model"], record["provider"], record["upstream_model"],  # model_requested …
+            clock.credential, record["scenario"], 1 if record["stream"] else 0, status,  # credential …
+            anthropic_type(status) if status >= 400 else None, clock.sends or 1,  # error_type, attempts
+            1 if record["fallback"] else 0,  # fallback_used
+            None if ttfb_s is None else int(ttfb_s * 1000),  # ttfb_ms
+            int((now - arrived) * 1000), int(overhead_ms),  # duration_ms, overhead_ms
+            record["input_tokens"], record["output_tokens"],  # tokens: input, output,
+            record["cache_read"], record["cache_write"],  # cache read, cache write
+            1 if record["estimated"] else 0, usd, record["shadow_cost"],  # estimated, cost, shadow cost
             request.headers.get("User-Agent", "")[:200], request.remote)  # user_agent, client_ip

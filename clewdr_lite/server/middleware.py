@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -33,6 +34,7 @@ def admin(handler):
     return handler
 
 
+@functools.lru_cache(maxsize=256)  # a few paths a gateway's clients use; once per request (the log row)
 def dialect_of(path: str) -> str:
     """The error dialect a path implies (clients.md §10: never the UI page for API paths)."""
     if path.startswith("/api/"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, Callable
 
@@ -14,6 +15,7 @@ from clewdr_lite.upstream.http import TRANSPORT_ERRORS, drain, note_credential
 log = logging.getLogger("clewdr_lite.keys")
 
 
+@functools.lru_cache(maxsize=256)  # once per request for the log row: the pool's few keys, masked once
 def mask_key(key: str) -> str:
     """An API key as logs and the admin UI show it."""
     return f"{key[:8]}…{key[-4:]}" if len(key) > 16 else "…"

@@ -118,13 +118,14 @@ def test_a_row_is_stamped_with_the_arrival_of_its_request():
     # (ts + duration_ms), so a ts taken at the end would move it on by the stream's length
     from aiohttp.test_utils import make_mocked_request
 
-    from clewdr_lite.server.accounting import _row
+    from clewdr_lite.server.accounting import _new_record, _row
     from clewdr_lite.store import NAMES
     from clewdr_lite.upstream.http import Timing
     now = time.monotonic()
     clock = Timing(arrived=now - 90.0)
     request = make_mocked_request("POST", "/v1/messages", headers={"User-Agent": "unit"})
-    row = dict(zip(NAMES, _row(request, {"input_tokens": 3}, clock, 200, "/v1/messages", now), strict=True))
+    record = {**_new_record(), "input_tokens": 3, "shadow_cost": 0.0}
+    row = dict(zip(NAMES, _row(request, record, clock, 200, "/v1/messages", now, 1.0, None, 0.0), strict=True))
     assert abs(row["ts"] - (time.time() - 90.0)) < 5 and row["duration_ms"] == 90_000
     assert (row["input_tokens"], row["user_agent"], row["status"]) == (3, "unit", 200)
 
