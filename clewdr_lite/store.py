@@ -244,6 +244,11 @@ _NULLABLE = tuple(fallback is None for _, _, fallback in COLUMNS)
 _VALUES = operator.itemgetter(*NAMES)
 _REALS = operator.itemgetter(*(i for i, (_, kind, _) in enumerate(COLUMNS) if kind == "real"))
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1  # SQLite's INTEGER
+# what a batch of rows taken as they are may fail with before anything is written: an int beyond
+# SQLite's INTEGER, a type sqlite3 cannot bind, a NULL in a NOT NULL column, a value that is not a
+# number in the sums of the client keys' spend
+BIND_ERRORS = (OverflowError, TypeError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+               sqlite3.IntegrityError)
 _TYPED: set[tuple] = set()  # column type signatures known to be stored as they are
 _TYPED_MAX = 256
 
@@ -260,21 +265,27 @@ def _typed(types: tuple) -> bool:
 
 
 def row_values(record: dict | tuple) -> tuple:
-    """A log row's values in column order, each as its column's type (see _coerce), but for an int
-    beyond SQLite's INTEGER: that fails the bind, and the writer then coerces its batch (`coerced`).
+    """A log row's values in column order, each as its column's type (see _coerce), but where the
+    bind itself refuses a value: the writer then coerces the whole batch (`coerced`, BIND_ERRORS).
 
-    Rows the proxy makes are tuples, complete and typed: their column types form one of a few known
-    signatures (one set lookup), and only the real values are checked, in C; the writer shares the
-    GIL with the event loop, so no Python loop runs over the columns. An odd or incomplete row pays
-    for coercing value by value.
+    Rows the proxy makes are tuples, complete and typed by their maker: they are taken as they are,
+    only their reals checked (in C; a NaN or an infinity is coerced). A value
+    SQLite cannot bind, a NULL in a NOT NULL column or an int beyond its INTEGER fails the batch's
+    statement before anything is written. The writer shares the GIL with the event loop, so no
+    Python loop runs over a tuple's columns. A dict row (tests, other callers) is checked by its
+    column types (a set lookup) and, when odd, coerced value by value.
     """
     if type(record) is tuple:
-        row = record
-    else:
         try:
-            row = _VALUES(record)
-        except KeyError:
-            row = tuple(map(record.get, NAMES))
+            if all(map(math.isfinite, _REALS(record))):
+                return record
+        except TypeError:  # not a number in a real column
+            pass
+        return coerced(record)
+    try:
+        row = _VALUES(record)
+    except KeyError:
+        row = tuple(map(record.get, NAMES))
     if _typed(tuple(map(type, row))) and all(map(math.isfinite, _REALS(row))):
         return row
     return coerced(row)
@@ -539,16 +550,14 @@ class Store:
 
     def _write(self, items: list) -> None:
         """Commit the rows in one transaction; on failure keep them for the next cycle."""
-        rows, bodies, spend = self._prepare(items, row_values)
         started = time.monotonic()
         conn = self._wconn
         try:
             with self._wlock:
                 try:
-                    self._insert(conn, rows, bodies, spend)
-                except OverflowError:  # an int beyond SQLite's INTEGER failed its bind: nothing written
-                    rows, bodies, spend = self._prepare(items, lambda record: coerced(row_values(record)))
-                    self._insert(conn, rows, bodies, spend)
+                    self._commit(conn, items, row_values)
+                except BIND_ERRORS:  # a value its bind, its column or the spend's sums refused
+                    self._commit(conn, items, lambda record: coerced(row_values(record)))
         except (sqlite3.Error, OverflowError) as exc:  # OverflowError again: a day's spend beyond 2**63
             self._last_commit = time.monotonic()
             self._failed(items, exc)
@@ -556,11 +565,16 @@ class Store:
         self._last_commit = time.monotonic()
         with self._cond:
             self._carry, self._tries = [], 0
-            self._counts["writes"] += len(rows)
+            self._counts["writes"] += len(items)
             self._counts["batches"] += 1
             self._last_batch_ms = (self._last_commit - started) * 1000
             self._done = max(self._done, items[-1][0])
             self._cond.notify_all()
+
+    def _commit(self, conn: sqlite3.Connection, items: list, values: Callable) -> None:
+        """Write the queued items, their rows made by `values`; nothing is written when it raises."""
+        rows, bodies, spend = self._prepare(items, values)
+        self._insert(conn, rows, bodies, spend)
 
     def _insert(self, conn: sqlite3.Connection, rows: list, bodies: list, spend: list) -> None:
         """Write one batch: as one statement when it can be, else in one transaction."""

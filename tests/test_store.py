@@ -218,6 +218,25 @@ def test_an_int_too_big_for_sqlite_fails_its_bind_and_its_batch_is_coerced_whole
     assert day[:2] == ("k1", 4) and day[2] == 30  # four requests, 0 + 3 × 10 input tokens
 
 
+@pytest.mark.parametrize("odd, stored", [
+    ({"input_tokens": None}, {"input_tokens": 0}),           # NULL in a NOT NULL column
+    ({"user_agent": object}, {"user_agent": str(object)}),  # a type sqlite3 cannot bind
+    ({"ts": None}, {"ts": 0.0}),                              # not a number in a real column
+    ({"cost_usd": math.nan}, {"cost_usd": 0.0}),             # a real that is not finite
+])
+def test_an_odd_tuple_row_fails_its_bind_and_its_batch_is_coerced_whole(open_store, odd, stored):
+    # tuple rows are taken as typed: the odd one fails the statement, nothing is written, and the
+    # batch is written again coerced, its good rows as they were
+    s = open_store(batch_s=3600)
+    s.record(values(request_id="good", input_tokens=3))
+    s.record(values(request_id="odd", **odd))
+    s.flush()
+    good, odd_row = s.get(1), s.get(2)
+    assert (good["request_id"], good["input_tokens"], odd_row["request_id"]) == ("good", 3, "odd")
+    assert {name: odd_row[name] for name in stored} == stored
+    assert s.stats()["write_errors"] == 0 and s.stats()["batches"] == 1
+
+
 def test_a_days_spend_beyond_sqlites_integer_fails_its_batch_but_never_the_writer(open_store):
     s = open_store(batch_s=3600)
     for n in range(2):  # each row fits; their day's sum does not
