@@ -38,27 +38,26 @@ def _is_int(value) -> bool:
 
 
 def _check_message(i: int, msg) -> None:
-    where = f"messages.{i}"
     if not isinstance(msg, dict):
-        raise BadRequest(f"{where}: each message must be an object")
+        raise BadRequest(f"messages.{i}: each message must be an object")
     if msg.get("role") not in ROLES:
-        raise BadRequest(f"{where}.role: must be one of user, assistant, system "
+        raise BadRequest(f"messages.{i}.role: must be one of user, assistant, system "
                          f"(got {msg.get('role')!r})")
     content = msg.get("content")
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise BadRequest(f"{where}.content: must be a string or a list of content blocks")
+        raise BadRequest(f"messages.{i}.content: must be a string or a list of content blocks")
     for j, block in enumerate(content):
         if not isinstance(block, dict):
-            raise BadRequest(f"{where}.content.{j}: each content block must be an object")
+            raise BadRequest(f"messages.{i}.content.{j}: each content block must be an object")
         kind = block.get("type")
         if not isinstance(kind, str):
-            raise BadRequest(f"{where}.content.{j}.type: must be a string")
+            raise BadRequest(f"messages.{i}.content.{j}.type: must be a string")
         if kind == "text" and not isinstance(block.get("text"), str):
-            raise BadRequest(f"{where}.content.{j}.text: must be a string")
+            raise BadRequest(f"messages.{i}.content.{j}.text: must be a string")
         if kind == "tool_result" and not isinstance(block.get("content", ""), (str, list)):
-            raise BadRequest(f"{where}.content.{j}.content: must be a string or a list of content blocks")
+            raise BadRequest(f"messages.{i}.content.{j}.content: must be a string or a list of content blocks")
 
 
 def _normalise_max_tokens(req: dict) -> None:
@@ -75,9 +74,7 @@ def _normalise_max_tokens(req: dict) -> None:
 
 
 def _check_optional_fields(req: dict) -> None:
-    for key in ("stream", "stop_sequences", "system"):
-        if key in req and req[key] is None:
-            del req[key]  # null means "not given" for every client we know
+    """The optional fields' types (after _drop_absent: no nulls left among NULL_MEANS_ABSENT)."""
     if "stream" in req and not isinstance(req["stream"], bool):
         raise BadRequest("stream: must be a boolean")
     stops = req.get("stop_sequences")
@@ -92,16 +89,26 @@ def _check_optional_fields(req: dict) -> None:
     for key in ("tool_choice", "thinking", "metadata"):
         if req.get(key) is not None and not isinstance(req[key], dict):
             raise BadRequest(f"{key}: must be an object")
-    # SillyTavern sends top_k: 0 to mean "unset" (clients.md §6.1)
-    if req.get("top_k") == 0:
-        del req["top_k"]
+
+
+NULL_MEANS_ABSENT = ("stream", "stop_sequences", "system")  # null means "not given" for every client we know
 
 
 def _needs_normalising(body: dict) -> bool:
     """Whether validate() would change a top-level field (else the body itself is the request)."""
     value = body.get("max_tokens")
-    return (type(value) is not int or body.get("top_k") == 0
-            or any(key in body and body[key] is None for key in ("stream", "stop_sequences", "system")))
+    # a missing key reads as False, never None: only a null given makes a test true
+    return (type(value) is not int or body.get("top_k") == 0 or body.get("stream", False) is None
+            or body.get("stop_sequences", False) is None or body.get("system", False) is None)
+
+
+def _drop_absent(req: dict) -> None:
+    """Fields whose value means "not given": nulls, and SillyTavern's top_k 0 (clients.md §6.1)."""
+    for key in NULL_MEANS_ABSENT:
+        if key in req and req[key] is None:
+            del req[key]
+    if req.get("top_k") == 0:
+        del req["top_k"]
 
 
 def validate(body) -> dict:
@@ -112,8 +119,14 @@ def validate(body) -> dict:
     rewriting elsewhere is copy-on-write: nothing mutates a message in place.
     """
     _check_body(body, count=False)
-    req = dict(body) if _needs_normalising(body) else body
-    _normalise_max_tokens(req)
+    if _needs_normalising(body):
+        req = dict(body)
+        _normalise_max_tokens(req)
+        _drop_absent(req)
+    else:  # max_tokens is an int already
+        req = body
+        if body["max_tokens"] < 1:
+            raise BadRequest("max_tokens: must be a positive integer")
     _check_optional_fields(req)
     return req
 
@@ -137,6 +150,7 @@ def validate_count(body) -> dict:
     fields, no max_tokens (a count takes none); a shallow copy."""
     _check_body(body, count=True)
     req = dict(body)
+    _drop_absent(req)
     _check_optional_fields(req)
     return req
 

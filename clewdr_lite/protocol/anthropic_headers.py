@@ -29,6 +29,8 @@ def _tokens(value) -> Iterator[str]:
 def merge_betas(client: str | None, extra: Iterable[str] = (), *, drop: Iterable[str] = (),
                 base: str | None) -> str:
     """`anthropic-beta`: base, the client's tokens, then extra; trimmed, deduplicated, minus `drop`."""
+    if client is None and base is None and not extra:  # an API-key call from a client without betas
+        return ""
     dropped = set(_tokens(drop))
     merged: dict[str, None] = {}  # insertion-ordered set: the first occurrence keeps its place
     for source in (base, client, extra):

@@ -585,3 +585,10 @@ def test_a_count_body_may_have_no_messages_but_needs_a_model():
         an.validate_count({"model": "", "messages": []})
     with pytest.raises(BadRequest, match="non-empty"):
         an.validate({"model": "m", "max_tokens": 1, "messages": []})
+
+
+def test_a_count_body_drops_what_means_not_given_as_a_request_does():
+    body = {"model": "m", "messages": [], "stream": None, "system": None, "top_k": 0, "stop_sequences": None}
+    assert an.validate_count(body) == {"model": "m", "messages": []}
+    with pytest.raises(BadRequest, match="stream"):
+        an.validate_count({"model": "m", "messages": [], "stream": "yes"})
