@@ -220,9 +220,11 @@ def _is_foreign_thinking(block) -> bool:
 
 
 def strip_foreign_thinking(req: dict) -> dict:
-    """Drop thinking blocks Anthropic rejects: empty or proxy-made signature (conversions §8.3)."""
-    messages = []
-    for msg in req.get("messages") or []:
+    """Drop thinking blocks Anthropic rejects: empty or proxy-made signature (conversions §8.3);
+    `req` itself when it holds none."""
+    original = req.get("messages")
+    messages, changed = [], not isinstance(original, list)
+    for msg in original or []:
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, list):
             messages.append(msg)
@@ -230,10 +232,11 @@ def strip_foreign_thinking(req: dict) -> dict:
         kept = [b for b in content if not _is_foreign_thinking(b)]
         if len(kept) == len(content):
             messages.append(msg)
-        elif kept:
+            continue
+        changed = True
+        if kept:  # a message that held only such blocks is dropped rather than sent empty
             messages.append({**msg, "content": kept})
-        # a message that held only such blocks is dropped rather than sent empty
-    return {**req, "messages": messages}
+    return {**req, "messages": messages} if changed else req
 
 
 def _as_blocks(content) -> list:
@@ -243,18 +246,23 @@ def _as_blocks(content) -> list:
 
 
 def prepare_for_api(req: dict, placeholder: str = "(continue)") -> dict:
-    """Hoist `role: system` messages into `system` and make the first message a user turn."""
+    """Hoist `role: system` messages into `system` and make the first message a user turn; `req`
+    itself when it needs neither."""
     hoisted, messages = [], []
-    for msg in req.get("messages") or []:
+    original = req.get("messages")
+    for msg in original or []:
         if isinstance(msg, dict) and msg.get("role") == "system":
             hoisted.extend(_as_blocks(msg.get("content")))
         else:
             messages.append(msg)
+    # the Messages API requires the conversation to open with a user turn
+    opens_with_user = bool(messages) and messages[0].get("role") == "user"
+    if isinstance(original, list) and opens_with_user and len(messages) == len(original):
+        return req
     out = dict(req)
     if hoisted:
         out["system"] = _as_blocks(req.get("system")) + hoisted
-    # the Messages API requires the conversation to open with a user turn
-    if not messages or messages[0].get("role") != "user":
+    if not opens_with_user:
         messages.insert(0, {"role": "user", "content": placeholder})
     out["messages"] = messages
     return out

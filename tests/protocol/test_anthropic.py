@@ -419,6 +419,19 @@ def test_prepare_for_api_cases(body, system, first):
     assert out["messages"][0] == {"role": "user", "content": first}
 
 
+def test_requests_that_need_no_change_come_back_as_themselves_and_others_as_copies():
+    plain = {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "thinking", "thinking": "t", "signature": "EuYBCkQ"}, {"type": "text", "text": "q"}]}]}
+    assert an.strip_foreign_thinking(plain) is plain and an.prepare_for_api(plain) is plain
+    blank_system = {"model": "m", "messages": [{"role": "system", "content": " "}, {"role": "user", "content": "q"}]}
+    before = copy.deepcopy(blank_system)
+    out = an.prepare_for_api(blank_system)  # nothing to hoist, yet the system message goes
+    assert out is not blank_system and out["messages"] == [{"role": "user", "content": "q"}]
+    assert "system" not in out and blank_system == before
+    assert an.strip_foreign_thinking({"model": "m"}) == {"model": "m", "messages": []}
+    assert an.prepare_for_api({"model": "m"}, placeholder="...")["messages"] == [{"role": "user", "content": "..."}]
+
+
 def test_without_thinking():
     msg = {"id": "m", "content": [{"type": "thinking", "thinking": "t", "signature": "s"},
                                   {"type": "redacted_thinking", "data": "x"},
