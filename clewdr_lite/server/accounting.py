@@ -52,13 +52,21 @@ def note_usage(request: web.Request, usage: dict | None) -> None:
     if not isinstance(usage, dict):
         return
     record = acct(request)
-    written = token_count(usage.get("cache_creation_input_tokens")) or 0
-    read = token_count(usage.get("cache_read_input_tokens")) or 0
-    inputs = (token_count(usage.get("input_tokens")) or 0) + written + read
+    get = usage.get
+    written, read = get("cache_creation_input_tokens"), get("cache_read_input_tokens")
+    inputs, output = get("input_tokens"), get("output_tokens")
+    # counts are ints (or absent) in nearly every answer: token_count only for the rest
+    if type(written) is not int or written < 0:
+        written = token_count(written) or 0
+    if type(read) is not int or read < 0:
+        read = token_count(read) or 0
+    if type(inputs) is not int or inputs < 0:
+        inputs = token_count(inputs) or 0
+    inputs += written + read
     if inputs:
-        record.update(input_tokens=inputs, cache_write=written, cache_read=read)
-    if usage.get("output_tokens") is not None:
-        record["output_tokens"] = token_count(usage["output_tokens"]) or 0
+        record["input_tokens"], record["cache_write"], record["cache_read"] = inputs, written, read
+    if output is not None:
+        record["output_tokens"] = output if type(output) is int and output >= 0 else token_count(output) or 0
 
 
 def usage_scanner(request: web.Request, dialect: str) -> UsageScanner:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import anthropic
+import pytest
 
 from tests.conftest import PASSWORD, make_cookie
 from tests.fakes.anthropic_api import FakeAnthropic
@@ -140,3 +141,24 @@ def test_the_logged_request_id_is_the_answering_upstreams():
         clock.identify(headers)  # Anthropic, OpenAI-style, none (claude.ai, Gemini): the latest wins
         seen.append(clock.request_id)
     assert seen == ["req_a", "chatcmpl-b", None]
+
+
+@pytest.mark.parametrize("usage, expected", [
+    ({"input_tokens": 10, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2, "output_tokens": 3},
+     {"input_tokens": 17, "cache_read": 5, "cache_write": 2, "output_tokens": 3}),
+    ({"input_tokens": -2, "output_tokens": -1}, {"input_tokens": 0, "cache_read": 0, "cache_write": 0, "output_tokens": 0}),
+    ({"input_tokens": 7.9, "cache_creation_input_tokens": "x", "output_tokens": True},
+     {"input_tokens": 7, "cache_read": 0, "cache_write": 0, "output_tokens": 0}),
+    ({"input_tokens": float("nan"), "cache_read_input_tokens": 4, "output_tokens": 2.0},
+     {"input_tokens": 4, "cache_read": 4, "cache_write": 0, "output_tokens": 2}),
+    ({"input_tokens": 5, "output_tokens": None}, {"input_tokens": 5, "cache_read": 0, "cache_write": 0, "output_tokens": 11}),
+])
+def test_usage_counts_are_read_as_token_counts(usage, expected):
+    # ints pass as they are; anything else as token_count reads it (None, strings, bools, NaN: 0)
+    from aiohttp.test_utils import make_mocked_request
+
+    from clewdr_lite.server.accounting import acct, note_usage
+    request = make_mocked_request("POST", "/v1/messages")
+    acct(request)["output_tokens"] = 11  # a stream's earlier report: kept when this one has none
+    note_usage(request, usage)
+    assert {k: acct(request)[k] for k in expected} == expected
