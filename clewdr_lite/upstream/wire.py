@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import re
 import ssl
 import sys
 import time
@@ -34,6 +35,9 @@ HAPPY_EYEBALLS_S = 0.25   # the next address family is tried this long after the
 DEFAULTS = (("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate"),
             ("User-Agent", f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{aiohttp.__version__}"))
 _NO_BODY = (204, 304)
+# one header line: a name without edge whitespace, a colon, the value with its edge whitespace off
+# (bytes.strip()'s set, less CR and LF, which end the line: a bare LF inside a line never matches)
+_FIELD = re.compile(r"^([^\s:](?:[^:\r\n]*[^\s:])?):[ \t\x0b\x0c]*([^\r\n]*?)[ \t\x0b\x0c]*\r\n", re.M)
 SAFE_IN_TARGET = "/?&=%:@!$'()*+,;-._~"  # what stays as it is in a request target
 
 
@@ -114,22 +118,23 @@ class _Conn(asyncio.Protocol):
                 if len(self._buf) > 65536:
                     raise _bad("response headers longer than 64 KiB")
                 return False
-            lines = bytes(self._buf[:end]).split(b"\r\n")
+            head = bytes(self._buf[:end + 2])  # every line with its CRLF
             del self._buf[:end + 4]
-            version, _, rest = lines[0].partition(b" ")
+            line_end = head.find(b"\r\n")
+            version, _, rest = head[:line_end].partition(b" ")
             code = rest[:3]
             if not version.startswith(b"HTTP/1.") or not code.isdigit():
-                raise _bad(f"bad status line {lines[0][:80]!r}")
+                raise _bad(f"bad status line {head[:min(line_end, 80)]!r}")
             status = int(code)
             if 100 <= status < 200:
                 continue  # an interim answer (100 Continue): the real one follows
             break
-        pairs = []
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
-                raise _bad(f"bad header line {line[:80]!r}")
-            pairs.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+        # all header lines in one regex pass; a line it cannot read leaves the count short
+        fields = head[line_end + 2:].decode("latin-1")
+        pairs = _FIELD.findall(fields)
+        if len(pairs) != fields.count("\n"):
+            bad = next((line for line in fields.split("\n") if not _FIELD.fullmatch(line + "\n")), fields)
+            raise _bad(f"bad header line {bad.rstrip(chr(13))[:80].encode('latin-1')!r}")
         headers = CIMultiDictProxy(CIMultiDict(pairs))
         connection = headers.get("Connection", "").lower()
         self._keep = version == b"HTTP/1.1" and "close" not in connection or "keep-alive" in connection
@@ -315,6 +320,7 @@ def _target(url: str) -> tuple:
 
 
 _SKIPPED = frozenset({"content-length", "transfer-encoding", "connection"})
+_DEFAULT_LINES = tuple((name.lower(), f"{name}: {value}\r\n") for name, value in DEFAULTS)
 
 
 def _request_bytes(method: str, target: tuple, headers, body: bytes | None) -> bytes:
@@ -326,13 +332,14 @@ def _request_bytes(method: str, target: tuple, headers, body: bytes | None) -> b
         lines.append(auth)
     if "host" not in given:
         lines.append(host_line)
-    lines += [f"{name}: {value}\r\n" for name, value in DEFAULTS if name.lower() not in given]
+    lines += [text for lower, text in _DEFAULT_LINES if lower not in given]
     if headers:
-        items = [(name, str(value)) for name, value in headers.items() if name.lower() not in _SKIPPED]
-        text = "".join([name + value for name, value in items])
-        if "\r" in text or "\n" in text:
+        fields = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _SKIPPED]
+        text = "".join(fields)
+        # each line brings its own CR and LF; one more anywhere is in a name or a value
+        if text.count("\n") != len(fields) or text.count("\r") != len(fields):
             raise ValueError("Newline or carriage return character detected in HTTP status message or header")
-        lines += [f"{name}: {value}\r\n" for name, value in items]
+        lines.append(text)
     if body is not None or method in ("POST", "PUT", "PATCH"):
         if body is not None and "content-type" not in given:
             lines.append("Content-Type: application/octet-stream\r\n")

@@ -506,3 +506,48 @@ def test_after_send_work_runs_once_and_a_fault_in_it_is_logged_not_raised(caplog
     with caplog.at_level(logging.ERROR, logger="clewdr_lite.http"):
         clock.on_sent()  # does not raise
     assert "after-send work failed" in caplog.text and clock.pending is None
+
+
+@pytest.mark.parametrize("lines, expected", [
+    ([b"X-A: 1", b"x-a:2", b"X-Empty:", b"X-Pad: \t padded \t ", b"X-Colons: a:b: c"],
+     [("X-A", "1"), ("x-a", "2"), ("X-Empty", ""), ("X-Pad", "padded"), ("X-Colons", "a:b: c")]),
+    ([b"X-Latin: caf\xe9", b"Inner Space: ok", b"X-Vt:\x0bv\x0c"],
+     [("X-Latin", "caf\xe9"), ("Inner Space", "ok"), ("X-Vt", "v")]),
+])
+async def test_header_lines_are_read_as_bytes_methods_read_them(lines, expected):
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b"Content-Length: 0\r\n\r\n"
+    async with talking(lambda h, b: head) as (_server, base, client):
+        resp = await client.request("GET", base + "/")
+        assert [(k, v) for k, v in resp.headers.items() if k != "Content-Length"] == expected
+        assert resp.headers.getall(expected[0][0]) == [v for k, v in expected if k.lower() == expected[0][0].lower()]
+        await resp.read()
+
+
+# a lone CR or LF inside a line is refused too (bytes split on CRLF used to keep it in the value)
+@pytest.mark.parametrize("line", [b"no colon here", b": no name", b" X-Fold: continued", b"X-Trail : v",
+                                  b"X-Bare: a\nb", b"X-Cr: a\rb"])
+async def test_a_header_line_that_cannot_be_read_is_a_malformed_answer_naming_it(line):
+    head = b"HTTP/1.1 200 OK\r\nX-Good: 1\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n"
+    async with talking(lambda h, b: head) as (_server, base, client):
+        with pytest.raises(wire.Malformed, match="bad header line") as caught:
+            await client.request("GET", base + "/")
+        assert repr(line[:4])[2:-1] in str(caught.value)
+
+
+@pytest.mark.parametrize("headers", [{"x": "a\rb"}, {"x": "a\nb"}, {"x\n": "v"}, {"x": "a", "y": "b\r\nZ: 1"}])
+async def test_a_cr_or_lf_in_any_header_name_or_value_is_refused_before_sending(headers):
+    async with talking(lambda h, b: ok()) as (server, base, client):
+        with pytest.raises(ValueError, match="Newline"):
+            await client.request("GET", base + "/", headers=headers)
+        assert server.requests == []
+
+
+async def test_request_headers_go_out_once_each_with_the_defaults_the_caller_left_out():
+    async with talking(lambda h, b: ok()) as (server, base, client):
+        resp = await client.request("POST", base + "/v1", data=b"{}",
+                                    headers={"X-Num": 7, "accept": "application/json", "Content-Length": "99"})
+        await resp.read()
+    head = server.requests[0][0].decode()
+    assert "X-Num: 7\r\n" in head and "accept: application/json\r\n" in head and "Accept: */*" not in head
+    assert head.count("Content-Length") == 1 and "Content-Length: 2\r\n" in head
+    assert "Accept-Encoding: gzip, deflate\r\n" in head and "User-Agent: Python/" in head
