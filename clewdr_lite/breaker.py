@@ -21,7 +21,6 @@ outcome leaves the window between window_s − one bucket and window_s after it 
 from __future__ import annotations
 
 import math
-
 from collections import deque
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Mapping
