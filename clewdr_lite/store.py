@@ -369,6 +369,7 @@ class Store:
         self._retention = (retention_rows, retention_days, retention_mb)
         self._retention_s = retention_s
         self._bodies = BODY_MODES[bodies]
+        self.keeps_bodies = self._bodies != "off"  # whether record() may keep any body at all
         self._body_max = body_max_kb * 1024
         self._wconn = _open_writer(self.path, busy_timeout_ms)
         self._chunk = _largest_chunk(self._wconn)

@@ -184,7 +184,7 @@ def _finished(request: web.Request, state, record: dict, clock: Timing, status: 
     if state.store is not None:
         kept = None
         raw = record["raw"]
-        if raw:
+        if raw and state.store.keeps_bodies:  # the store's own mode first: "off" keeps none
             bodies = (state.config.tables.get("log") or {}).get("bodies", False)
             if bodies in (True, "all") or (bodies == "errors" and status >= 400):
                 kept = raw[:BODY_MAX].decode("utf-8", "replace")  # §11.4

@@ -95,7 +95,7 @@ def presented_keys(request: web.Request) -> list[str]:
     auth = headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         keys.append(auth[7:].strip())
-    if request.query.get("key"):
+    if request.query_string and request.query.get("key"):  # parsed only when there is one
         keys.append(request.query["key"].strip())
     return keys
 
