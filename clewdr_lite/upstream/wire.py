@@ -134,7 +134,8 @@ class _Conn(asyncio.Protocol):
         pairs = _FIELD.findall(fields)
         if len(pairs) != fields.count("\n"):
             bad = next((line for line in fields.split("\n") if not _FIELD.fullmatch(line + "\n")), fields)
-            raise _bad(f"bad header line {bad.rstrip(chr(13))[:80].encode('latin-1')!r}")
+            shown = bad.rstrip("\r")[:80].encode("latin-1")  # as the bytes came, like the status line
+            raise _bad(f"bad header line {shown!r}")
         headers = CIMultiDictProxy(CIMultiDict(pairs))
         connection = headers.get("Connection", "").lower()
         self._keep = version == b"HTTP/1.1" and "close" not in connection or "keep-alive" in connection
