@@ -322,25 +322,49 @@ def _target(url: str) -> tuple:
 
 _SKIPPED = frozenset({"content-length", "transfer-encoding", "connection"})
 _DEFAULT_LINES = tuple((name.lower(), f"{name}: {value}\r\n") for name, value in DEFAULTS)
+_NO_HEADERS = (frozenset(), "".join(text for _, text in _DEFAULT_LINES))
+_HEADER_LINES: dict[tuple, tuple[frozenset, str]] = {}  # a header set → header_lines() of it
+_HEADER_SETS_KEPT = 256
+
+
+def header_lines(headers) -> tuple[frozenset, str]:
+    """The names the caller gave (lower-cased) and the header lines that go out for them: aiohttp's
+    defaults the caller left out, then the caller's own, less the framing ones (ValueError for a CR
+    or LF in a name or a value). A gateway sends the same few header sets again and again, so each
+    is made once (the values' types are part of the key: 1 and True are equal, not the same line)."""
+    if not headers:
+        return _NO_HEADERS
+    try:
+        key = (tuple(headers.items()), tuple(map(type, headers.values())))
+        made = _HEADER_LINES.get(key)
+    except TypeError:  # a value that cannot be hashed: made every time
+        key = made = None
+    if made is not None:
+        return made
+    given = frozenset(name.lower() for name in headers)
+    fields = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _SKIPPED]
+    text = "".join(fields)
+    # each line brings its own CR and LF; one more anywhere is in a name or a value
+    if text.count("\n") != len(fields) or text.count("\r") != len(fields):
+        raise ValueError("Newline or carriage return character detected in HTTP status message or header")
+    made = (given, "".join([line for lower, line in _DEFAULT_LINES if lower not in given]) + text)
+    if key is not None:
+        if len(_HEADER_LINES) >= _HEADER_SETS_KEPT:
+            _HEADER_LINES.clear()
+        _HEADER_LINES[key] = made
+    return made
 
 
 def _request_bytes(method: str, target: tuple, headers, body: bytes | None) -> bytes:
     """The request line, headers (aiohttp's defaults where the caller gave none) and body."""
     _, line, host_line, auth = target
-    given = {k.lower() for k in headers} if headers else frozenset()
+    given, header_text = header_lines(headers)
     lines = [method, line]
     if auth and "authorization" not in given:
         lines.append(auth)
     if "host" not in given:
         lines.append(host_line)
-    lines += [text for lower, text in _DEFAULT_LINES if lower not in given]
-    if headers:
-        fields = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _SKIPPED]
-        text = "".join(fields)
-        # each line brings its own CR and LF; one more anywhere is in a name or a value
-        if text.count("\n") != len(fields) or text.count("\r") != len(fields):
-            raise ValueError("Newline or carriage return character detected in HTTP status message or header")
-        lines.append(text)
+    lines.append(header_text)
     if body is not None or method in ("POST", "PUT", "PATCH"):
         if body is not None and "content-type" not in given:
             lines.append("Content-Type: application/octet-stream\r\n")

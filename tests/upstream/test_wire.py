@@ -551,3 +551,23 @@ async def test_request_headers_go_out_once_each_with_the_defaults_the_caller_lef
     assert "X-Num: 7\r\n" in head and "accept: application/json\r\n" in head and "Accept: */*" not in head
     assert head.count("Content-Length") == 1 and "Content-Length: 2\r\n" in head
     assert "Accept-Encoding: gzip, deflate\r\n" in head and "User-Agent: Python/" in head
+
+
+def test_header_lines_are_made_once_per_header_set_with_the_values_types_in_the_key():
+    first = wire.header_lines({"x-api-key": "k", "X-Flag": 1})
+    assert wire.header_lines({"x-api-key": "k", "X-Flag": 1}) is first  # the same set: made once
+    assert first[1].endswith("x-api-key: k\r\nX-Flag: 1\r\n") and "x-flag" in first[0]
+    assert wire.header_lines({"x-api-key": "k", "X-Flag": True})[1].endswith("X-Flag: True\r\n")
+    listed = wire.header_lines({"X-List": ["a", "b"]})  # unhashable: made every time, still right
+    assert listed[1].endswith("X-List: ['a', 'b']\r\n") and wire.header_lines({"X-List": ["a", "b"]}) is not listed
+    for _ in range(2):  # a refused set is never kept
+        with pytest.raises(ValueError, match="Newline"):
+            wire.header_lines({"x": "a\r\nInjected: 1"})
+    assert wire.header_lines(None) == wire.header_lines({}) == (frozenset(), "".join(t for _, t in wire._DEFAULT_LINES))
+
+
+def test_the_kept_header_sets_are_bounded(monkeypatch):
+    monkeypatch.setattr(wire, "_HEADER_LINES", {})
+    for n in range(wire._HEADER_SETS_KEPT + 10):
+        wire.header_lines({"X-N": str(n)})
+    assert 0 < len(wire._HEADER_LINES) <= wire._HEADER_SETS_KEPT
