@@ -442,7 +442,7 @@ class Store:
 
     def _kept(self, bodies: tuple, status: Any, error_type: Any) -> tuple | None:
         """The row's bodies when `bodies` allows keeping them (§11.4), else None."""
-        if self._bodies == "off" or bodies == (None, None):
+        if not self.keeps_bodies or bodies == (None, None):
             return None
         failed = (isinstance(status, int) and status >= 400) or error_type is not None
         return bodies if self._bodies == "all" or failed else None

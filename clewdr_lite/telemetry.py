@@ -376,10 +376,10 @@ class _RequestSeries:
     """The series one kind of finished request feeds, found with one lookup (Metrics.request_done);
     the time-to-first-byte, overhead and token series are made on first use, as labels() would."""
 
-    __slots__ = ("metrics", "labels", "requests", "duration", "ttfb", "overhead", "tokens")
+    __slots__ = ("metrics", "label_values", "requests", "duration", "ttfb", "overhead", "tokens")
 
     def __init__(self, metrics: "Metrics", route: str, provider: str, model: str, status: int | str) -> None:
-        self.metrics, self.labels = metrics, (route, provider, model)
+        self.metrics, self.label_values = metrics, (route, provider, model)
         self.requests = metrics.requests.labels(route, provider, model, status)
         self.duration = metrics.request_duration.labels(route, provider)
         self.ttfb: HistogramChild | None = None
@@ -387,15 +387,15 @@ class _RequestSeries:
         self.tokens: list[CounterChild | None] = [None] * len(TOKEN_KINDS)
 
     def made_ttfb(self) -> HistogramChild:
-        self.ttfb = self.metrics.upstream_ttfb.labels(self.labels[1])
+        self.ttfb = self.metrics.upstream_ttfb.labels(self.label_values[1])
         return self.ttfb
 
     def made_overhead(self) -> HistogramChild:
-        self.overhead = self.metrics.overhead.labels(self.labels[0])
+        self.overhead = self.metrics.overhead.labels(self.label_values[0])
         return self.overhead
 
     def made_tokens(self, kind: int) -> CounterChild:
-        _, provider, model = self.labels
+        _, provider, model = self.label_values
         child = self.tokens[kind] = self.metrics.tokens.labels(provider, model, TOKEN_KINDS[kind])
         return child
 
