@@ -503,3 +503,70 @@ def test_loads_bytes_strict_refuses_encoded_surrogates_and_takes_the_rest():
         loads_bytes(b'{"a":"\xed\xa0\x80"}', errors="strict")
     assert loads_bytes('{"a":"é"}'.encode(), errors="strict") == {"a": "é"}
     assert loads_bytes('{"a":"é"}'.encode("utf-16"), errors="strict") == {"a": "é"}  # sniffed as before
+
+
+def _reference(stream: bytes) -> list[Event]:
+    """The WHATWG event-stream rules, written out line by line on the whole stream (the oracle of
+    the decoder's fast path; the last event counts without its blank line, as close() does)."""
+    text = stream.decode("utf-8", "replace")
+    text = text[1:] if text.startswith("\ufeff") else text
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] != "":  # the stream's end ends its last line
+        lines.append("")
+    events, name, data, last_id = [], "", None, None
+    for line in lines:
+        if line == "":
+            if data is not None:
+                events.append(Event(name, "\n".join(data), last_id))
+            name, data = "", None
+            continue
+        field, colon, value = line.partition(":")
+        value = value[1:] if colon and value.startswith(" ") else value
+        if field == "data":
+            data = [*(data or []), value]
+        elif field == "event":
+            name = value
+        elif field == "id" and "\0" not in value:
+            last_id = value
+    return events
+
+
+_PIECES = [
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"\xc3\xa9"}}\n\n',
+    b"data: [DONE]\n\n", b"event: \ndata: empty name\n\n", b"data: \n\n", b"data:\n\n",
+    b"event: ping\ndata:  two spaces\n\n", b": keep-alive\n\n", b"id: 9\ndata: with an id\n\n",
+    b"data: one\ndata: two\n\n", b"event: a\nevent: b\ndata: twice named\n\n", b"event: only a name\n\n",
+    b"data: x\r\n\r\n", b"event: cr\rdata: cr\r\r", b"retry: 5\ndata: r\n\n", b"data: no end yet\n",
+    b"\n", b"data: \xe4\xb8\xad\xf0\x9f\x99\x82\n\n", b"data: data: nested\n\n", b"eventx: y\ndata: z\n\n",
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_decoder_gives_what_the_event_stream_rules_give_for_any_mix_and_any_cuts(seed):
+    rng = random.Random(seed)
+    plain = [p for p in _PIECES[:6]]  # runs of these go through the fast path
+    for _ in range(25):
+        pieces = rng.choices(plain if rng.random() < 0.5 else _PIECES, k=rng.randint(1, 12))
+        stream = (b"\xef\xbb\xbf" if rng.random() < 0.1 else b"") + b"".join(pieces)
+        want = _reference(stream)
+        assert decode([stream]) == want, stream
+        cuts = sorted(rng.sample(range(len(stream) + 1), min(len(stream) + 1, rng.randint(1, 5))))
+        chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+        assert decode(chunks) == want, (stream, cuts)
+        by_event = [p for p in pieces]  # one event a chunk, as a streaming API sends them
+        assert decode(by_event) == want, stream
+
+
+def test_whole_plain_events_are_read_without_the_line_loop(monkeypatch):
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: first\n\n") == [Event("", "first", None)]
+    monkeypatch.setattr(SSEDecoder, "_lines", lambda self, lines: pytest.fail("the line loop ran"))
+    assert decoder.feed(b"event: a\ndata: {}\n\ndata: b\n\nevent: \ndata: c\n\n") == [
+        Event("a", "{}", None), Event("", "b", None), Event("", "c", None)]
+    assert decoder.feed(b"event: a\r\ndata: x\r\n\r\n") == [Event("a", "x", None)]
+
+
+def test_the_fast_path_keeps_an_id_given_before_it():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"id: 4\ndata: a\n\n") == [Event("", "a", "4")]
+    assert decoder.feed(b"data: b\n\nevent: e\ndata: c\n\n") == [Event("", "b", "4"), Event("e", "c", "4")]
