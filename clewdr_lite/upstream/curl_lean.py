@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import warnings
 
@@ -300,18 +301,18 @@ class _Transfer(Pieces):
 
     # -- curl's callbacks: inside socket_action, on the loop's thread
     def on_header(self, line: bytes) -> int:
-        if self.head.done():  # trailers, or lines after an abort: not kept
-            return len(line)
-        if line.startswith(b"HTTP/"):
-            parts = line.split(None, 2)
-            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            self._lines = []
-        elif line in (b"\r\n", b"\n"):
-            if self.status >= 200:  # the final head (a 100 Continue is followed by another)
-                self.headers = parse_headers(self._lines)
-                self.head.set_result(None)
-        else:
+        if line != b"\r\n" and line != b"\n":  # a head's lines are kept until its blank line
             self._lines.append(line)
+            return len(line)
+        lines, self._lines = self._lines, []
+        if self.head.done() or not lines:  # trailers, or lines after an abort: not kept
+            return len(line)
+        parts = lines[0].split(None, 2) if lines[0].startswith(b"HTTP/") else ()
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        if status >= 200:  # the final head (a 100 Continue is followed by another)
+            self.status = status
+            self.headers = parse_headers(lines[1:])
+            self.head.set_result(None)
         return len(line)
 
     def on_body(self, data: bytes) -> int:
@@ -356,11 +357,20 @@ class _Transfer(Pieces):
             self.owner.remove(self.curl)
 
 
+# A header line as curl hands it over, its name and value stripped of whitespace as str.strip()
+# strips (\s is str.isspace() in a str pattern; [^\S\n] is that without the line end): one pass in
+# C over the whole head. The name is what precedes the first colon, at least one character of it.
+_HEADER = re.compile(r"^(?=[^:\n])[^\S\n]*([^:\n]*?)[^\S\n]*:[^\S\n]*([^\n]*?)[^\S\n]*$", re.MULTILINE)
+
+
 def parse_headers(lines: list[bytes]) -> CIMultiDictProxy:
     """Header lines as curl hands them over (with their line ends) → a case-insensitive multidict
     (decoded at once and built from a list: a real claude.ai answer has some 25 lines)."""
+    text = b"".join(lines).decode("latin-1")
+    if "\n " not in text and "\n\t" not in text and text[:1] not in (" ", "\t"):
+        return CIMultiDictProxy(CIMultiDict(_HEADER.findall(text)))
     pairs: list[tuple[str, str]] = []
-    for line in b"".join(lines).decode("latin-1").split("\n"):
+    for line in text.split("\n"):
         if line[:1] in (" ", "\t"):  # an obsolete folded line continues the last value
             if pairs and line.strip():
                 name, value = pairs[-1]

@@ -459,6 +459,56 @@ def test_a_folded_line_continues_only_the_last_of_repeated_headers():
     assert len(headers) == 3
 
 
+
+def _parsed_line_by_line(lines: list[bytes]) -> list[tuple[str, str]]:
+    """The header rules written out a line at a time (the oracle of parse_headers' one pass): a
+    folded line continues the last value; else the name is what precedes the first colon (at least
+    one character), name and value stripped as str.strip() strips; a line without a colon is skipped."""
+    pairs: list[tuple[str, str]] = []
+    for line in b"".join(lines).decode("latin-1").split("\n"):
+        if line[:1] in (" ", "\t"):
+            if pairs and line.strip():
+                pairs[-1] = (pairs[-1][0], f"{pairs[-1][1]} {line.strip()}")
+        elif ":" in line and not line.startswith(":"):
+            name, _, value = line.partition(":")
+            pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def test_header_parsing_in_one_pass_gives_what_the_rules_give_line_by_line():
+    import random
+    rng = random.Random(5)
+    atoms = [b"Content-Type", b"x-a", b" ", b"\t", b"\x0b", b"\xa0", b"\x85", b"\x1c", b":", b"::",
+             b"v", b"a b", b"\r", b"=", b"\xe9", b"", b"https://x:1/"]
+    for _ in range(3000):
+        lines = [b"".join(rng.choices(atoms, k=rng.randint(0, 6))) + rng.choice([b"\r\n", b"\n"])
+                 for _ in range(rng.randint(0, 6))]
+        if rng.random() < 0.2:  # a folded line somewhere
+            lines.insert(rng.randint(0, len(lines)), rng.choice([b" more\r\n", b"\tmore\n", b"  \r\n"]))
+        parsed = curl_lean.parse_headers(lines)
+        assert list(parsed.items()) == _parsed_line_by_line(lines), lines
+
+
+async def test_a_head_completes_at_its_final_blank_line_and_later_heads_are_not_kept():
+    transfer = curl_lean._Transfer(None, None, asyncio.get_running_loop())
+    head = [b"HTTP/1.1 100 Continue\r\n", b"\r\n", b"HTTP/1.1 201 Created\r\n",
+            b"Content-Type: text/plain\r\n", b"X-Id: 7\r\n"]
+    assert [transfer.on_header(line) for line in head] == [len(line) for line in head]
+    assert not transfer.head.done() and transfer.status == 0
+    assert transfer.on_header(b"\r\n") == 2
+    assert transfer.head.done() and transfer.status == 201
+    assert dict(transfer.headers) == {"Content-Type": "text/plain", "X-Id": "7"}
+    for line in (b"X-Trailer: 1\r\n", b"\r\n", b"HTTP/1.1 500 Late\r\n", b"\r\n"):
+        assert transfer.on_header(line) == len(line)
+    assert transfer.status == 201 and dict(transfer.headers) == {"Content-Type": "text/plain", "X-Id": "7"}
+    odd = curl_lean._Transfer(None, None, asyncio.get_running_loop())
+    for line in (b"\r\n", b"no status line\n", b"\n", b"HTTP/2 abc\r\n", b"\r\n"):
+        odd.on_header(line)
+    assert not odd.head.done() and odd.status == 0  # no final head yet: finished() reports it
+    odd.on_header(b"HTTP/2 200\r\n")
+    odd.on_header(b"\r\n")
+    assert odd.head.done() and odd.status == 200 and len(odd.headers) == 0
+
 # ---- HTTP/2, as claude.ai speaks it ------------------------------------------------------------
 
 @pytest.fixture
