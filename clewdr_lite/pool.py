@@ -47,8 +47,12 @@ def add_usage(record: dict, model: str, input_tokens: int, output_tokens: int) -
     for name in _TARGETS[family]:
         bucket = record.setdefault(name, {})
         for inp, out in pairs:  # saturating at 0, whatever a hand-edited file held
-            bucket[inp] = max(0, int(bucket.get(inp, 0)) + input_tokens)
-            bucket[out] = max(0, int(bucket.get(out, 0)) + output_tokens)
+            was_in, was_out = bucket.get(inp, 0), bucket.get(out, 0)
+            if type(was_in) is not int or type(was_out) is not int:  # int() only for what needs it
+                was_in, was_out = int(was_in), int(was_out)
+            now_in, now_out = was_in + input_tokens, was_out + output_tokens
+            bucket[inp] = now_in if now_in > 0 else 0
+            bucket[out] = now_out if now_out > 0 else 0
 
 
 def _zero_windows(record: dict) -> None:

@@ -622,6 +622,17 @@ def test_add_usage_saturates_at_zero():
     assert record["weekly_opus_usage"] == full_bucket(7)
 
 
+
+def test_add_usage_reads_hand_edited_counts_as_int_does():
+    record = {"session_usage": {"total_input_tokens": "12", "total_output_tokens": 2.9,
+                                "sonnet_input_tokens": True, "sonnet_output_tokens": -40}}
+    add_usage(record, "claude-sonnet-4", 3, 5)
+    assert record["session_usage"] == {"total_input_tokens": 15, "total_output_tokens": 7,
+                                       "sonnet_input_tokens": 4, "sonnet_output_tokens": 0}
+    assert all(type(v) is int for v in record["session_usage"].values())
+    with pytest.raises(ValueError):
+        add_usage({"weekly_usage": {"total_input_tokens": "many"}}, "claude-haiku", 1, 1)
+
 def test_record_usage_on_the_pool():
     pool = make("a", exhausted=[("x", LATER)], invalid=[("w", "Null")])
     pool.record_usage("a", "claude-sonnet-4", 3, 2)

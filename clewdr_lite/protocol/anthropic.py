@@ -276,8 +276,9 @@ def without_thinking(message: dict) -> dict:
 
 
 # the objects each stream event type carries, which the converters and the aggregator read
-_EVENT_OBJECTS = {"message_start": ("message",), "content_block_start": ("content_block",),
-                  "content_block_delta": ("delta",), "message_delta": ("delta",)}
+_EVENT_OBJECT = {"message_start": "message", "content_block_start": "content_block",
+                 "content_block_delta": "delta", "message_delta": "delta"}  # the object each carries
+_USAGE_IN = {"message_start": "message", "message_delta": "event"}  # where an event's usage sits
 
 
 def answer_problem(message) -> str | None:
@@ -299,13 +300,15 @@ def answer_problem(message) -> str | None:
 def event_problem(event: dict) -> str | None:
     """Why an upstream stream event cannot be read (None when it can), as answer_problem."""
     kind = event.get("type")
-    for field in _EVENT_OBJECTS.get(kind, ()):
-        if not isinstance(event.get(field), dict):
-            return f"{kind} without a {field} object"
-    if kind == "message_start" and not isinstance(event["message"].get("usage") or {}, dict):
-        return "message_start usage is not an object"  # (null counts as absent, here and below)
-    if kind == "message_delta" and not isinstance(event.get("usage") or {}, dict):
-        return "message_delta usage is not an object"
+    field = _EVENT_OBJECT.get(kind)
+    if field is None:  # no object to read: nothing to check
+        return None
+    value = event.get(field)
+    if not isinstance(value, dict):
+        return f"{kind} without a {field} object"
+    where = _USAGE_IN.get(kind)
+    if where is not None and not isinstance((value if where == "message" else event).get("usage") or {}, dict):
+        return f"{kind} usage is not an object"  # (null counts as absent)
     return None
 
 
@@ -381,7 +384,11 @@ class Accumulator:
             block = self.blocks.get(index)
             if block is None:  # a delta without its start: a text block
                 block = self.blocks[index] = _Block({"type": "text", "text": ""})
-            block.add(event.get("delta") or {})
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":  # the usual delta, without a call
+                block.parts.append(delta.get("text") or "")
+            else:
+                block.add(delta)
         elif kind == "message_start":
             self.message = dict(event.get("message") or {})
             self.usage = dict(self.message.get("usage") or {})

@@ -66,6 +66,29 @@ def loads(data: str):
     return value
 
 
+def loads_object(data: str) -> dict | None:
+    """An event's data as the JSON object a stream converter takes; None for `[DONE]`, bad JSON or
+    anything but an object. `loads`' scan is inline (this runs once an event); anything unusual
+    (`[DONE]`, bad JSON, blanks around the value, not text) goes through `loads` itself."""
+    try:
+        obj, end = _SCAN(data, 0)
+    except (StopIteration, ValueError, TypeError):
+        return _object_or_none(data)
+    if end != len(data):
+        return _object_or_none(data)
+    return obj if type(obj) is dict else None
+
+
+def _object_or_none(data: str) -> dict | None:
+    if data == "[DONE]":
+        return None
+    try:
+        obj = loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def loads_bytes(raw: bytes, errors: str = "surrogatepass"):
     """`json.loads(raw)` for bytes, through `loads`: a body that opens with `{` and no NUL after it
     is what json.loads takes for UTF-8 (decoded as it decodes, surrogates passed; `errors="strict"`

@@ -21,7 +21,7 @@ from clewdr_lite import errors
 from clewdr_lite.protocol import anthropic as hub_proto
 from clewdr_lite.protocol import upstream_errors as ue
 from clewdr_lite.protocol.claude_code_response import UsageTracker
-from clewdr_lite.protocol.sse import ByteRelay, SSEDecoder, encode_json, loads
+from clewdr_lite.protocol.sse import ByteRelay, SSEDecoder, encode_json, loads, loads_object
 from clewdr_lite.upstream.http import TRANSPORT_ERRORS
 
 log = logging.getLogger("clewdr_lite.relay")
@@ -391,18 +391,6 @@ async def hold_events(events, *, whole: bool = False) -> HeldEvents:
     return await HeldEvents(events).hold(whole=whole)
 
 
-def _event_object(data: str) -> dict | None:
-    """An SSE event's data as the JSON object a converter takes; None for `[DONE]`, bad JSON or
-    anything but an object."""
-    if data == "[DONE]":
-        return None
-    try:
-        obj = loads(data)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 async def converted_events(resp, conv):
     """An upstream SSE body through a stream converter (`feed(obj) -> [events]`, `close()`) as hub
     events. A converter with a `done` flag (claude.ai's WebEvents) ends the stream when it says so:
@@ -413,14 +401,14 @@ async def converted_events(resp, conv):
     try:
         async for chunk in resp.chunks():
             for ev in decoder.feed(chunk):
-                obj = _event_object(ev.data)
+                obj = loads_object(ev.data)
                 if obj is not None:
                     for event in conv.feed(obj):
                         yield event
             if ends and conv.done:
                 return
         for ev in decoder.close():
-            obj = _event_object(ev.data)
+            obj = loads_object(ev.data)
             if obj is not None:
                 for event in conv.feed(obj):
                     yield event

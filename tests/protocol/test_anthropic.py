@@ -587,6 +587,15 @@ def test_answer_problem_names_what_the_converters_could_not_read(answer, problem
     ({"type": "message_start", "message": None}, "message_start without a message object"),
     ({"type": "content_block_delta", "delta": "x"}, "content_block_delta without a delta object"),
     ({"type": "message_delta", "delta": {}, "usage": "x"}, "message_delta usage is not an object"),
+    ({"type": "message_start", "message": {"usage": [1]}}, "message_start usage is not an object"),
+    ({"type": "message_start", "message": {}, "usage": "x"}, None),  # usage is read from the message
+    ({"type": "message_delta", "delta": {"usage": "x"}}, None),  # and here from the event
+    ({"type": "content_block_start", "content_block": []}, "content_block_start without a content_block object"),
+    ({"type": "content_block_start", "content_block": {}, "usage": "x"}, None),
+    ({"type": "content_block_delta", "delta": {}}, None),
+    ({"type": "content_block_stop", "index": "x"}, None),
+    ({"type": None}, None),
+    ({}, None),
 ])
 def test_event_problem_names_what_the_converters_could_not_read(event, problem):
     assert an.event_problem(event) == problem

@@ -570,3 +570,15 @@ def test_the_fast_path_keeps_an_id_given_before_it():
     decoder = SSEDecoder()
     assert decoder.feed(b"id: 4\ndata: a\n\n") == [Event("", "a", "4")]
     assert decoder.feed(b"data: b\n\nevent: e\ndata: c\n\n") == [Event("", "b", "4"), Event("e", "c", "4")]
+
+
+@pytest.mark.parametrize("data", ['{"a":1}', ' {"a": [1, {"b": null}]}\t', '{"a":1}\n', '{"a":1} x', '{"a":1}{}',
+                                  "[DONE]", "[1]", "1", "", "  ", "null", '"text"', '{"a":', "{'a': 1}",
+                                  '{"a":NaN}', '{"é":"\\ud83d"}', b'{"a":1}', "\ufeff{}"])
+def test_loads_object_gives_an_object_where_json_loads_gives_one_and_none_otherwise(data):
+    try:
+        want = json.loads(data)
+    except ValueError:
+        want = None
+    assert sse.loads_object(data) == (want if isinstance(want, dict) else None)
+    assert sse.loads_object(data) is None or type(sse.loads_object(data)) is dict
