@@ -213,26 +213,47 @@ def _on_socket(curl, sockfd: int, what: int, clientp, data) -> int:
 
 
 def _on_timer(curlm, timeout_ms: int, clientp) -> int:
-    """libcurl's CURLMOPT_TIMERFUNCTION: curl_cffi's, but a timer due now is a ready callback.
+    """libcurl's CURLMOPT_TIMERFUNCTION: curl_cffi's, but a timer due now is a ready callback, and
+    a timer that would run no later than the one asked for is kept.
 
-    As curl_cffi does, each call replaces the multi handle's timer, and "no timer" (-1) runs
-    socket_action at once too: that run also reads the transfers that finished inside curl_cffi's
-    safety pass, which reads none (dropping it hung a lone request). Due now (0 and -1, four of a
-    claude.ai request's seven calls), it is `call_soon`'s handle, not a timer in the loop's heap,
-    or, asked while LeanCurl.request adds its handle, a run that request makes itself at once.
+    Due now (0), and "no timer" (-1), socket_action runs as a ready callback (`_timer`, which
+    replaces the last one and which AsyncCurl.close() cancels): the run for -1 also reads the
+    transfers that finished inside curl_cffi's safety pass, which reads none (dropping it hung a
+    lone request). Due now while LeanCurl.request adds its handle, that request runs it itself, at
+    once. A later time is a timer in the loop's heap (`_lean_timer`, due at `_lean_at`); it stays
+    while libcurl asks for one no sooner, and -1 leaves it too: a socket_action run early does
+    nothing but have libcurl ask again. libcurl asks again at every piece a transfer reads (its
+    low-speed check) and every call asks for one as it starts: this makes about one timer a
+    second instead of one (and one cancelled) per piece and per call.
     """
     acurl = _ffi.from_handle(clientp)
-    timer = getattr(acurl, "_timer", None)  # AsyncCurl.close() cancels the one kept there
+    if timeout_ms > 0:
+        loop = acurl.loop
+        when = loop.time() + timeout_ms / 1000
+        armed = getattr(acurl, "_lean_at", None)
+        if armed is not None:
+            if armed <= when:
+                return 0
+            acurl._lean_timer.cancel()
+        acurl._lean_timer, acurl._lean_at = loop.call_at(when, _timer_due, acurl), when
+        return 0
+    timer = getattr(acurl, "_timer", None)
     if timer is not None:
         timer.cancel()
-    if timeout_ms > 0:
-        acurl._timer = acurl.loop.call_later(timeout_ms / 1000, acurl.process_data, _SOCKET_TIMEOUT, _POLL_NONE)
-    elif getattr(acurl, "_lean_adding", False):  # LeanCurl.request runs it once the handle is in
+    if getattr(acurl, "_lean_adding", False):  # LeanCurl.request runs it once the handle is in
         acurl._timer = None
         acurl._lean_due = True
     else:
         acurl._timer = acurl.loop.call_soon(acurl.process_data, _SOCKET_TIMEOUT, _POLL_NONE)
     return 0
+
+
+def _timer_due(acurl) -> None:
+    """The multi handle's timer ran out: libcurl checks its timeouts (and asks for its timer again);
+    nothing when the multi handle has closed meanwhile (close() does not know this timer)."""
+    acurl._lean_timer = acurl._lean_at = None
+    if getattr(acurl, "_curlm", True):  # (curl_cffi sets it to None as it closes)
+        acurl.process_data(_SOCKET_TIMEOUT, _POLL_NONE)
 
 
 def _on_write(ptr, size: int, nmemb: int, userdata) -> int:

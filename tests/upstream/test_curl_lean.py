@@ -263,6 +263,7 @@ class Upstream:
         self.app.router.add_route("*", "/echo", self._echo)
         self.app.router.add_get("/endless", self._endless)
         self.app.router.add_get("/big", self._big)
+        self.app.router.add_get("/events", self._events)
         self.app.router.add_get("/silent", self._silent)
         self.app.router.add_get("/cut", self._cut)
         self.app.router.add_get("/gzip", self._gzip)
@@ -284,6 +285,15 @@ class Upstream:
         except (ConnectionError, asyncio.CancelledError):
             self.left.set()
             raise
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for n in range(30):  # each its own read, as a model's stream arrives
+            await resp.write(b"data: %d\n\n" % n)
+            await asyncio.sleep(0.003)
+        await resp.write_eof()
+        return resp
 
     async def _big(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -844,24 +854,85 @@ class FakeMulti:
         self.ran.append((fd, what, self.loop.time()))
 
 
-async def test_libcurls_timer_due_now_is_a_ready_callback_and_each_call_replaces_the_last():
+async def test_libcurls_timer_due_now_is_a_ready_callback_and_a_later_one_a_timer():
     from clewdr_lite.upstream import curl_lean
     on_timer = curl_lean._on_timer
     multi = FakeMulti()
     loop, ran, handle = multi.loop, multi.ran, multi.handle
     started = loop.time()
-    on_timer(None, 50, handle)  # in 50 ms: a timer
-    first = multi._timer
-    assert isinstance(first, asyncio.TimerHandle)
-    on_timer(None, 0, handle)  # now: a ready callback, replacing the timer
-    assert first.cancelled() and not isinstance(multi._timer, asyncio.TimerHandle)
+    on_timer(None, 50, handle)  # in 50 ms: a timer in the loop's heap
+    timer = multi._lean_timer
+    assert isinstance(timer, asyncio.TimerHandle) and multi._timer is None
+    on_timer(None, 0, handle)  # now: a ready callback; the timer stays (running early does no harm)
+    ready = multi._timer
+    assert not isinstance(ready, asyncio.TimerHandle) and not timer.cancelled()
+    on_timer(None, -1, handle)  # no timer wanted: socket_action still runs at once (it reads finished
+    assert ready.cancelled() and multi._timer is not ready  # transfers), once: it replaces the ready one
     await asyncio.sleep(0)
     assert [(fd, what) for fd, what, _ in ran] == [(-1, 0)]
-    on_timer(None, -1, handle)  # no timer wanted: socket_action still runs at once (it reads finished transfers)
-    await asyncio.sleep(0)
-    on_timer(None, 30, handle)
     await asyncio.sleep(0.1)
-    assert [(fd, what) for fd, what, _ in ran] == [(-1, 0)] * 3 and ran[-1][2] - started >= 0.03
+    assert [(fd, what) for fd, what, _ in ran] == [(-1, 0)] * 2 and ran[-1][2] - started >= 0.05
+    assert multi._lean_timer is None and multi._lean_at is None
+
+
+async def test_a_timer_armed_to_run_first_is_kept_and_a_run_timer_is_armed_again():
+    """libcurl moves its timer on at every piece read: the timer armed stays while it is due no later
+    than the one asked for (a run early only makes libcurl ask again); a sooner one replaces it."""
+    from clewdr_lite.upstream import curl_lean
+    on_timer = curl_lean._on_timer
+    multi = FakeMulti()
+    on_timer(None, 1000, multi.handle)
+    first = multi._lean_timer
+    on_timer(None, 1000, multi.handle)
+    on_timer(None, 5000, multi.handle)
+    on_timer(None, -1, multi.handle)  # a call ends: the timer stays for the next
+    assert multi._lean_timer is first and not first.cancelled()
+    on_timer(None, 20, multi.handle)  # sooner: replaces it
+    second = multi._lean_timer
+    assert first.cancelled() and second is not first and isinstance(second, asyncio.TimerHandle)
+    await asyncio.sleep(0.06)
+    assert [(fd, what) for fd, what, _ in multi.ran] == [(-1, 0)] * 2  # the -1 run, then the timer's
+    on_timer(None, 1000, multi.handle)  # the last one ran: a new timer, not "kept"
+    third = multi._lean_timer
+    assert third is not second and isinstance(third, asyncio.TimerHandle) and not third.cancelled()
+
+
+async def test_a_timer_that_outlives_its_multi_handle_does_nothing():
+    from clewdr_lite.upstream import curl_lean
+    multi = FakeMulti()
+    curl_lean._on_timer(None, 10, multi.handle)
+    multi._curlm = None  # AsyncCurl.close() cancels `_timer`, not this one
+    await asyncio.sleep(0.05)
+    assert multi.ran == [] and multi._lean_timer is None
+
+
+async def test_a_streamed_answer_arms_few_timers_however_many_pieces_it_has(upstream, lean, monkeypatch):
+    """libcurl asks for its timer again at every piece it reads: the loop gets a timer only when
+    the one armed would run later than asked."""
+    from clewdr_lite.upstream import curl_lean
+    await (await lean.request("GET", upstream.origin + "/echo", headers={})).read()  # callbacks installed
+    loop = asyncio.get_running_loop()
+    armed, asks = [], []
+    call_at, real = loop.call_at, curl_lean._on_timer
+
+    def counting(when, callback, *args, **kwargs):
+        if callback is curl_lean._timer_due:
+            armed.append(when)
+        return call_at(when, callback, *args, **kwargs)
+
+    def asking(curlm, timeout_ms, clientp):
+        asks.append(timeout_ms)
+        return real(curlm, timeout_ms, clientp)
+    monkeypatch.setattr(loop, "call_at", counting)
+    curl_lean._ffi.def_extern(name="timer_function")(asking)
+    try:
+        resp = await lean.request("GET", upstream.origin + "/events", headers={})
+        got = await resp.read()
+    finally:
+        curl_lean._ffi.def_extern(name="timer_function")(real)
+    assert got == b"".join(b"data: %d\n\n" % n for n in range(30))
+    assert sum(1 for ask in asks if ask > 0) >= 20, asks  # a timer asked for at (nearly) every piece
+    assert len(armed) <= 3, (armed, asks)  # before: one made, and one cancelled, for each
 
 
 async def test_a_handles_callback_contexts_are_set_once_and_point_at_each_call_in_turn(upstream, lean):
