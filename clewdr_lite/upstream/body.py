@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Callable
 
 import aiohttp
 
@@ -28,24 +29,28 @@ def expire(waiter: asyncio.Future) -> None:
 
 class Deadlines:
     """Deadlines of many waiters on one loop timer: a waiter still waiting at its time fails with
-    TimeoutError (as `expire`). A call adds its waiter and drops it when answered, a dict entry
-    each, where a loop timer per call is an object, a heap push and a cancel (and the cancelled
-    timer stays in the heap until it comes due). The timer is set for the earliest deadline; calls
-    with the same timeout come due later and leave it alone, and answered ones are skipped when
-    it fires."""
+    TimeoutError (as `expire`), or has its callback run when it was added with one (an alarm). A
+    call adds its waiter and drops it when answered, a dict entry each, where a loop timer per call
+    is an object, a heap push and a cancel (and the cancelled timer stays in the heap until it
+    comes due). The timer is set for the earliest deadline; calls with the same timeout come due
+    later and leave it alone, and answered ones are skipped when it fires."""
 
-    __slots__ = ("loop", "_due", "_timer", "_when")
+    __slots__ = ("loop", "_due", "_calls", "_timer", "_when")
     EARLY = 0.001  # a timer may fire a little before its time: deadlines this close count as due
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._due: dict[asyncio.Future, float] = {}
+        self._due: dict = {}  # waiter or alarm key → loop time
+        self._calls: dict = {}  # alarm key → what to run when due
         self._timer: asyncio.TimerHandle | None = None
         self._when = 0.0
 
-    def add(self, waiter: asyncio.Future, when: float) -> None:
-        """Fail `waiter` at loop time `when` unless it is done, or dropped, by then."""
+    def add(self, waiter, when: float, callback: Callable[[], None] | None = None) -> None:
+        """Fail `waiter` (a future) at loop time `when` unless it is done, or dropped, by then; with
+        `callback`, `waiter` is any key and the callback runs then instead (drop it with drop_alarm)."""
         self._due[waiter] = when
+        if callback is not None:
+            self._calls[waiter] = callback
         if self._timer is None or when < self._when:
             if self._timer is not None:
                 self._timer.cancel()
@@ -54,23 +59,35 @@ class Deadlines:
     def drop(self, waiter: asyncio.Future) -> None:
         self._due.pop(waiter, None)
 
+    def drop_alarm(self, key) -> None:
+        self._due.pop(key, None)
+        self._calls.pop(key, None)
+
     def _fire(self) -> None:
         self._timer = None
         now = self.loop.time() + self.EARLY
         due = [waiter for waiter, when in self._due.items() if when <= now]
         for waiter in due:
             del self._due[waiter]
-            expire(waiter)
+            call = self._calls.pop(waiter, None) if self._calls else None
+            if call is None:
+                expire(waiter)
+            else:
+                call()  # may add again (and so set the timer)
         if self._due:
-            self._when = min(self._due.values())
-            self._timer = self.loop.call_at(self._when, self._fire)
+            when = min(self._due.values())
+            if self._timer is None or when < self._when:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer, self._when = self.loop.call_at(when, self._fire), when
 
 
 class Pieces:
     """The body pieces of one answer, kept until read; the end or an error after the last one."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, alarms: Deadlines | None = None) -> None:
         self.loop = loop
+        self._alarms = alarms  # the owner's shared timer for the idle deadline, else a timer of its own
         self._pieces: deque = deque()
         self._size = 0
         self._done = False
@@ -80,7 +97,7 @@ class Pieces:
         # of paced events waits once an event; a timer each cost more than the event's own work)
         self._reading: asyncio.Future | None = None  # the waiter of a next() that waits
         self._deadline = 0.0
-        self._idle: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | bool | None = None  # the timer armed (True: the alarm set)
         self._idle_at = 0.0  # when the armed timer fires
 
     # -- the transport's side
@@ -163,6 +180,10 @@ class Pieces:
         """Everything that arrived was read: a paused transport may go on."""
 
     def _arm(self, when: float) -> None:
+        if self._alarms is not None:  # an entry in the owner's alarms (replacing any earlier one)
+            self._alarms.add(self, when, self._idle_check)
+            self._idle, self._idle_at = True, when
+            return
         if self._idle is not None:
             self._idle.cancel()
         self._idle, self._idle_at = self.loop.call_at(when, self._idle_check), when
@@ -182,7 +203,10 @@ class Pieces:
     def _disarm(self) -> None:
         """The body is over: its timer must not keep it in the loop's heap until it is due."""
         if self._idle is not None:
-            self._idle.cancel()
+            if self._alarms is not None:
+                self._alarms.drop_alarm(self)
+            else:
+                self._idle.cancel()
             self._idle = None
 
     def abort(self) -> None:

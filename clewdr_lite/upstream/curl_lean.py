@@ -304,7 +304,7 @@ class _Transfer(Pieces):
     """One request on one handle: its status and headers, then its body as it arrives."""
 
     def __init__(self, owner: LeanCurl, curl, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop)
+        super().__init__(loop, owner._deadlines)  # the idle deadline on the client's shared timer
         self.owner, self.curl = owner, curl
         self.head = loop.create_future()
         self.status = 0

@@ -10,6 +10,7 @@ import os
 import ssl
 import struct
 import time
+import types
 
 import aiohttp
 import pytest
@@ -500,7 +501,8 @@ def test_header_parsing_in_one_pass_gives_what_the_rules_give_line_by_line():
 
 
 async def test_a_head_completes_at_its_final_blank_line_and_later_heads_are_not_kept():
-    transfer = curl_lean._Transfer(None, None, asyncio.get_running_loop())
+    owner = types.SimpleNamespace(_deadlines=None)  # what a transfer reads of its client here
+    transfer = curl_lean._Transfer(owner, None, asyncio.get_running_loop())
     head = [b"HTTP/1.1 100 Continue\r\n", b"\r\n", b"HTTP/1.1 201 Created\r\n",
             b"Content-Type: text/plain\r\n", b"X-Id: 7\r\n"]
     assert [transfer.on_header(line) for line in head] == [len(line) for line in head]
@@ -511,7 +513,7 @@ async def test_a_head_completes_at_its_final_blank_line_and_later_heads_are_not_
     for line in (b"X-Trailer: 1\r\n", b"\r\n", b"HTTP/1.1 500 Late\r\n", b"\r\n"):
         assert transfer.on_header(line) == len(line)
     assert transfer.status == 201 and dict(transfer.headers) == {"Content-Type": "text/plain", "X-Id": "7"}
-    odd = curl_lean._Transfer(None, None, asyncio.get_running_loop())
+    odd = curl_lean._Transfer(owner, None, asyncio.get_running_loop())
     for line in (b"\r\n", b"no status line\n", b"\n", b"HTTP/2 abc\r\n", b"\r\n"):
         odd.on_header(line)
     assert not odd.head.done() and odd.status == 0  # no final head yet: finished() reports it
