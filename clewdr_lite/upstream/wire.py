@@ -261,6 +261,16 @@ class _Body(Pieces):
                          else None)
         self._raw_deflate = encoding == "deflate"
 
+    def _arm(self, when: float) -> None:
+        """The idle deadline of a read that waits, as an alarm on the client's shared timer (the
+        heads'), found at the first wait: most answers are read whole without one."""
+        if self._alarms is None and self._idle is None:  # (never switched while a timer is armed)
+            client = self.conn.client
+            alarms = client._deadlines if client is not None else None
+            if alarms is not None and alarms.loop is self.loop:
+                self._alarms = alarms
+        super()._arm(when)
+
     def feed(self, data: bytes) -> None:
         if self._inflate is not None:
             try:

@@ -571,3 +571,25 @@ def test_the_kept_header_sets_are_bounded(monkeypatch):
     for n in range(wire._HEADER_SETS_KEPT + 10):
         wire.header_lines({"X-N": str(n)})
     assert 0 < len(wire._HEADER_LINES) <= wire._HEADER_SETS_KEPT
+
+
+async def test_a_paced_bodys_idle_deadline_is_an_alarm_on_the_clients_shared_timer(monkeypatch):
+    """A body read as it arrives waits for each piece: its idle deadline is an entry on the timer the
+    client keeps for heads, not a loop timer of its own; the body's end drops it."""
+    loop = asyncio.get_running_loop()
+    events = [b"data: %d\n\n" % n for n in range(6)]
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % sum(map(len, events))
+    async with talking(lambda h, b: [head, *events], delay=0.02) as (server, base, client):
+        resp = await client.request("GET", base + "/")
+        made, real = [], loop.call_at
+
+        def counting(when, callback, *args, **kwargs):
+            made.append(getattr(callback, "__qualname__", repr(callback)))
+            return real(when, callback, *args, **kwargs)
+        monkeypatch.setattr(loop, "call_at", counting)
+        pieces = [piece async for piece in resp.chunks()]
+        monkeypatch.undo()
+        assert b"".join(pieces) == b"".join(events) and len(pieces) >= 3
+        deadlines = client._lean._deadlines
+        assert "Pieces._idle_check" not in made and deadlines._calls == {}
+        assert all(type(key) is not wire._Body for key in deadlines._due)
