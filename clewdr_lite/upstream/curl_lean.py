@@ -106,10 +106,11 @@ class _Sockets:
     when it has them (curl's sockets are never asyncio transports).
     """
 
-    __slots__ = ("masks", "fds", "process", "add_reader", "remove_reader", "add_writer", "remove_writer")
+    __slots__ = ("acurl", "masks", "fds", "process", "add_reader", "remove_reader", "add_writer", "remove_writer")
 
     def __init__(self, acurl) -> None:
         loop = acurl.loop
+        self.acurl = acurl
         self.masks: dict[int, int] = {}
         self.fds = getattr(acurl, "_sockfds", set())  # curl_cffi's record, which its close() unwatches
         self.process = acurl.process_data
@@ -146,11 +147,18 @@ class _Sockets:
             self.fds.discard(fd)
 
     def readable(self, fd: int) -> None:
-        """The reader's callback: libcurl's, unless the socket is parked (then it leaves)."""
+        """The reader's callback: libcurl's, unless the socket is parked (then it leaves). A transfer
+        that this read finishes is read by process_data right after libcurl's run: the run libcurl's
+        "no timer" asks for meanwhile is not needed (`_lean_reading`, see _on_timer)."""
         if fd in _parked:
             self.drop(fd)
-        else:
+            return
+        acurl = self.acurl
+        acurl._lean_reading = True
+        try:
             self.process(fd, _CSELECT_IN)
+        finally:
+            acurl._lean_reading = False
 
     def drop(self, fd: int) -> None:
         """A parked socket leaves the selector (it turned readable, or libcurl is closing it)."""
@@ -219,7 +227,7 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
     Due now (0), and "no timer" (-1), socket_action runs as a ready callback (`_timer`, which
     replaces the last one and which AsyncCurl.close() cancels): the run for -1 also reads the
     transfers that finished inside curl_cffi's safety pass, which reads none (dropping it hung a
-    lone request). Due now while LeanCurl.request adds its handle, that request runs it itself, at
+    lone request); not when asked inside process_data for a readable socket, which reads them. Due now while LeanCurl.request adds its handle, that request runs it itself, at
     once. A later time is a timer in the loop's heap (`_lean_timer`, due at `_lean_at`); it stays
     while libcurl asks for one no sooner, and -1 leaves it too: a socket_action run early does
     nothing but have libcurl ask again. libcurl asks again at every piece a transfer reads (its
@@ -237,6 +245,8 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
             acurl._lean_timer.cancel()
         acurl._lean_timer, acurl._lean_at = loop.call_at(when, _timer_due, acurl), when
         return 0
+    if timeout_ms < 0 and getattr(acurl, "_lean_reading", False):
+        return 0  # inside process_data for a readable socket, which reads finished transfers next
     timer = getattr(acurl, "_timer", None)
     if timer is not None:
         timer.cancel()

@@ -899,6 +899,24 @@ async def test_a_timer_armed_to_run_first_is_kept_and_a_run_timer_is_armed_again
     assert third is not second and isinstance(third, asyncio.TimerHandle) and not third.cancelled()
 
 
+async def test_a_call_finished_by_a_read_makes_no_extra_run_of_libcurl(upstream, lean, monkeypatch):
+    """libcurl's "no timer" comes as a read finishes the call; process_data reads the finished call
+    right after, so no ready run of socket_action is added for it. Calls still complete one by one."""
+    await (await lean.request("GET", upstream.origin + "/echo", headers={})).read()
+    loop = asyncio.get_running_loop()
+    runs, real = [], loop.call_soon
+
+    def counting(callback, *args, **kwargs):
+        if getattr(callback, "__name__", "") == "process_data":
+            runs.append(args)
+        return real(callback, *args, **kwargs)
+    monkeypatch.setattr(loop, "call_soon", counting)
+    for n in range(5):
+        resp = await asyncio.wait_for(lean.request("POST", upstream.origin + "/echo", headers={}, json={"n": n}), GUARD)
+        assert (await resp.json())["method"] == "POST"
+    assert runs == []  # before: one a call
+
+
 async def test_a_timer_that_outlives_its_multi_handle_does_nothing():
     from clewdr_lite.upstream import curl_lean
     multi = FakeMulti()
