@@ -223,10 +223,6 @@ class Event(NamedTuple):
 
 # Builds an Event in C: NamedTuple's Python-level __new__ costs twice as much on the hot path.
 _new_tuple = tuple.__new__
-# Events as an API writes them (an optional `event: ` line, one `data: ` line, a blank line), whole:
-# SSEDecoder.feed reads a run of only these with two regex calls instead of a loop over its lines.
-_PLAIN_EVENT = re.compile(r"(?:event: ([^\n]*)\n)?data: ([^\n]*)\n\n")
-_PLAIN_RUN = re.compile(r"(?:(?:event: [^\n]*\n)?data: [^\n]*\n\n)+")
 
 
 class SSEDecoder:
@@ -282,15 +278,6 @@ class SSEDecoder:
         text = region.decode("utf-8", "replace")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        if not self._started:
-            self._started = True
-            if text.startswith(_UTF8_BOM):  # UTF-8 decode strips one leading BOM (WHATWG)
-                text = text[1:]
-        if self._data is None and not self._event and _PLAIN_RUN.fullmatch(text):
-            # whole events of one `event:` line at most and one `data:` line, as APIs write them:
-            # read in C; what the line loop would make of them, and the state stays between events
-            last_id = self._id
-            return [_new_tuple(Event, (event, data, last_id)) for event, data in _PLAIN_EVENT.findall(text)]
         lines = text.split("\n")
         lines.pop()  # the region ends with a line end, so the last piece is always ""
         return self._lines(lines)

@@ -506,8 +506,8 @@ def test_loads_bytes_strict_refuses_encoded_surrogates_and_takes_the_rest():
 
 
 def _reference(stream: bytes) -> list[Event]:
-    """The WHATWG event-stream rules, written out line by line on the whole stream (the oracle of
-    the decoder's fast path; the last event counts without its blank line, as close() does)."""
+    """The WHATWG event-stream rules, written out line by line on the whole stream (an oracle
+    apart from the decoder; the last event counts without its blank line, as close() does)."""
     text = stream.decode("utf-8", "replace")
     text = text[1:] if text.startswith("\ufeff") else text
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -544,7 +544,7 @@ _PIECES = [
 @pytest.mark.parametrize("seed", range(40))
 def test_the_decoder_gives_what_the_event_stream_rules_give_for_any_mix_and_any_cuts(seed):
     rng = random.Random(seed)
-    plain = [p for p in _PIECES[:6]]  # runs of these go through the fast path
+    plain = [p for p in _PIECES[:6]]  # the events APIs send
     for _ in range(25):
         pieces = rng.choices(plain if rng.random() < 0.5 else _PIECES, k=rng.randint(1, 12))
         stream = (b"\xef\xbb\xbf" if rng.random() < 0.1 else b"") + b"".join(pieces)
@@ -557,16 +557,7 @@ def test_the_decoder_gives_what_the_event_stream_rules_give_for_any_mix_and_any_
         assert decode(by_event) == want, stream
 
 
-def test_whole_plain_events_are_read_without_the_line_loop(monkeypatch):
-    decoder = SSEDecoder()
-    assert decoder.feed(b"data: first\n\n") == [Event("", "first", None)]
-    monkeypatch.setattr(SSEDecoder, "_lines", lambda self, lines: pytest.fail("the line loop ran"))
-    assert decoder.feed(b"event: a\ndata: {}\n\ndata: b\n\nevent: \ndata: c\n\n") == [
-        Event("a", "{}", None), Event("", "b", None), Event("", "c", None)]
-    assert decoder.feed(b"event: a\r\ndata: x\r\n\r\n") == [Event("a", "x", None)]
-
-
-def test_the_fast_path_keeps_an_id_given_before_it():
+def test_an_id_holds_for_the_plain_events_after_it():
     decoder = SSEDecoder()
     assert decoder.feed(b"id: 4\ndata: a\n\n") == [Event("", "a", "4")]
     assert decoder.feed(b"data: b\n\nevent: e\ndata: c\n\n") == [Event("", "b", "4"), Event("e", "c", "4")]
