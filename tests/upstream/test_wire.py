@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gzip
 import logging
+import re
 import ssl
 import subprocess
 import zlib
@@ -593,3 +594,23 @@ async def test_a_paced_bodys_idle_deadline_is_an_alarm_on_the_clients_shared_tim
         deadlines = client._lean._deadlines
         assert "Pieces._idle_check" not in made and deadlines._calls == {}
         assert all(type(key) is not wire._Body for key in deadlines._due)
+
+
+# the one-pass regex the head was read with before: the oracle of header_fields' loop
+_ORACLE = re.compile(r"^([^\s:](?:[^:\r\n]*[^\s:])?):[ \t\x0b\x0c]*([^\r\n]*?)[ \t\x0b\x0c]*\r\n", re.M)
+
+
+def test_header_fields_read_what_the_header_line_rules_read_and_refuse_the_rest():
+    import random
+    rng = random.Random(11)
+    atoms = ["X-A", "v", ":", " ", "\t", "\x0b", "\x0c", "\x1c", "\xa0", "\x85", "\r", "\n", "é", "a b", "", "::"]
+    for _ in range(20000):
+        lines = ["".join(rng.choices(atoms, k=rng.randint(0, 6))) for _ in range(rng.randint(0, 5))]
+        fields = "".join(line + "\r\n" for line in lines)
+        pairs = _ORACLE.findall(fields)
+        got = wire.header_fields(fields)
+        if len(pairs) == fields.count("\n"):
+            assert got == pairs, fields
+        else:
+            assert type(got) is str and got in fields, fields
+    assert wire.header_fields("") == [] and wire.header_fields("A: 1\r\nB") == "B"
