@@ -224,13 +224,14 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
     a timer that would run no later than the one asked for is kept.
 
     Due now (0), and "no timer" (-1), socket_action runs as a ready callback (`_timer`, which
-    replaces the last one and which AsyncCurl.close() cancels): the run for -1 also reads the
-    transfers that finished inside curl_cffi's safety pass, which reads none (dropping it hung a
-    lone request); not when asked inside process_data for a readable socket, which reads them. Due now while LeanCurl.request adds its handle, that request runs it itself, at
-    once. A later time is a timer in the loop's heap (`_lean_timer`, due at `_lean_at`); it stays
-    while libcurl asks for one no sooner, and -1 leaves it too: a socket_action run early does
-    nothing but have libcurl ask again. libcurl asks again at every piece a transfer reads (its
-    low-speed check) and every call asks for one as it starts: this makes about one timer a
+    replaces the last one and which AsyncCurl.close() cancels). The run for -1 reads the transfers
+    that finished inside curl_cffi's safety pass, which reads none (dropping it hung a lone
+    request); it is skipped when asked inside process_data for a readable socket, which reads
+    them itself right after. Due now while LeanCurl.request adds its handle, that request runs it
+    at once. A later time is a timer in the loop's heap (`_lean_timer`, due at `_lean_at`); it
+    stays while libcurl asks for one no sooner, and -1 leaves it too: a socket_action run early
+    does nothing but have libcurl ask again. libcurl asks again at every piece a transfer reads
+    (its low-speed check) and every call asks for one as it starts: this makes about one timer a
     second instead of one (and one cancelled) per piece and per call.
     """
     acurl = _ffi.from_handle(clientp)
