@@ -228,9 +228,9 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
     that finished inside curl_cffi's safety pass, which reads none (dropping it hung a lone
     request); it is skipped when asked inside process_data for a readable socket, which reads
     them itself right after. Due now while LeanCurl.request adds its handle, that request runs it
-    at once. A later time is a timer in the loop's heap (`_lean_timer`, due at `_lean_at`); it
-    stays while libcurl asks for one no sooner, and -1 leaves it too: a socket_action run early
-    does nothing but have libcurl ask again. libcurl asks again at every piece a transfer reads
+    at once. A later time is a timer in the loop's heap (`_lean_timer`); it stays while libcurl
+    asks for one no sooner, and -1 leaves it too: a socket_action run early does nothing but have
+    libcurl ask again. libcurl asks again at every piece a transfer reads
     (its low-speed check) and every call asks for one as it starts: this makes about one timer a
     second instead of one (and one cancelled) per piece and per call.
     """
@@ -238,12 +238,12 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
     if timeout_ms > 0:
         loop = acurl.loop
         when = loop.time() + timeout_ms / 1000
-        armed = getattr(acurl, "_lean_at", None)
+        armed = getattr(acurl, "_lean_timer", None)
         if armed is not None:
-            if armed <= when:
+            if armed.when() <= when:
                 return 0
-            acurl._lean_timer.cancel()
-        acurl._lean_timer, acurl._lean_at = loop.call_at(when, _timer_due, acurl), when
+            armed.cancel()
+        acurl._lean_timer = loop.call_at(when, _timer_due, acurl)
         return 0
     if timeout_ms < 0 and getattr(acurl, "_lean_reading", False):
         return 0  # inside process_data for a readable socket, which reads finished transfers next
@@ -261,7 +261,7 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
 def _timer_due(acurl) -> None:
     """The multi handle's timer ran out: libcurl checks its timeouts (and asks for its timer again);
     nothing when the multi handle has closed meanwhile (close() does not know this timer)."""
-    acurl._lean_timer = acurl._lean_at = None
+    acurl._lean_timer = None
     if getattr(acurl, "_curlm", True):  # (curl_cffi sets it to None as it closes)
         acurl.process_data(_SOCKET_TIMEOUT, _POLL_NONE)
 

@@ -874,7 +874,7 @@ async def test_libcurls_timer_due_now_is_a_ready_callback_and_a_later_one_a_time
     assert [(fd, what) for fd, what, _ in ran] == [(-1, 0)]
     await asyncio.sleep(0.1)
     assert [(fd, what) for fd, what, _ in ran] == [(-1, 0)] * 2 and ran[-1][2] - started >= 0.05
-    assert multi._lean_timer is None and multi._lean_at is None
+    assert multi._lean_timer is None
 
 
 async def test_a_timer_armed_to_run_first_is_kept_and_a_run_timer_is_armed_again():
