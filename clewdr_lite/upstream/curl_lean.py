@@ -54,9 +54,11 @@ _POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
 _CSELECT_IN, _CSELECT_OUT = 1, 2
 _SOCKET_TIMEOUT, _POLL_NONE = -1, 0  # socket_action's "no socket: timeouts", and no events
 _SOCKOPTFUNCTION, _CLOSESOCKETFUNCTION = 20148, 20208
+_CURLMSG_DONE = 1  # curl_multi_info_read's "a transfer is done" (curl/multi.h)
 _installed = False  # our socket and timer callbacks are curl_cffi's (see _install_callbacks)
-# curl_cffi's ffi and lib and cffi values made with them, set by the first LeanCurl (lazy import)
-_ffi = _lib = _NULL = _ONE = _ZERO = None
+# curl_cffi's ffi and lib and cffi values made with them, set by the first LeanCurl (lazy import);
+# _COUNT: where socket_action and info_read write counts nobody reads (one for every run)
+_ffi = _lib = _NULL = _ONE = _ZERO = _COUNT = None
 # connection sockets our handles opened (libcurl closes them through _on_close), and those of them
 # parked: watched for reading while no call uses them, by the _Sockets of their multi handle
 _conn_fds: set[int] = set()
@@ -65,10 +67,10 @@ _socket_hooks = None  # the two cffi callbacks, made once (False: cffi cannot ma
 
 
 def _cffi_constants() -> None:
-    global _ffi, _lib, _NULL, _ONE, _ZERO
+    global _ffi, _lib, _NULL, _ONE, _ZERO, _COUNT
     from curl_cffi import ffi, lib
     _ffi, _lib = ffi, lib
-    _NULL, _ONE, _ZERO = ffi.NULL, ffi.new("long*", 1), ffi.new("long*", 0)
+    _NULL, _ONE, _ZERO, _COUNT = ffi.NULL, ffi.new("long*", 1), ffi.new("long*", 0), ffi.new("int*")
 
 
 def available() -> bool:
@@ -81,6 +83,8 @@ def available() -> bool:
         return False
     callbacks = (hasattr(aio, "socket_function") and hasattr(aio, "timer_function")  # _install_callbacks'
                  and hasattr(AsyncCurl, "process_data") and not hasattr(AsyncCurl, "__slots__")
+                 and all(hasattr(AsyncCurl, name) for name in ("_check_error", "set_result", "set_exception"))
+                 and hasattr(Curl, "_get_error") and hasattr(lib, "curl_multi_info_read")
                  and (aio.CURL_SOCKET_TIMEOUT, aio.CURL_POLL_NONE) == (_SOCKET_TIMEOUT, _POLL_NONE)
                  and (aio.CURL_POLL_IN, aio.CURL_POLL_OUT, aio.CURL_POLL_REMOVE) == (_POLL_IN, _POLL_OUT, _POLL_REMOVE)
                  and (aio.CURL_CSELECT_IN, aio.CURL_CSELECT_OUT) == (_CSELECT_IN, _CSELECT_OUT))
@@ -264,6 +268,33 @@ def _timer_due(acurl) -> None:
     acurl._lean_timer = None
     if getattr(acurl, "_curlm", True):  # (curl_cffi sets it to None as it closes)
         acurl.process_data(_SOCKET_TIMEOUT, _POLL_NONE)
+
+
+def _process_data(acurl, sockfd: int, ev_bitmask: int) -> None:
+    """AsyncCurl.process_data for our multi handles (LeanCurl.request binds it to each): one
+    socket_action run, then the transfers it finished, settled as curl_cffi settles them. Less
+    its per-run work: two cffi allocations, a method call and an error check around
+    socket_action, and a try block per message; it runs at every piece a transfer reads."""
+    curlm = acurl._curlm
+    if not curlm:  # closed meanwhile (a ready run made before close())
+        return
+    code = _lib.curl_multi_socket_action(curlm, sockfd, ev_bitmask, _COUNT)
+    if code:
+        acurl._check_error(code)  # curl_cffi's CurlError, as its own process_data raises
+    msg = _lib.curl_multi_info_read(curlm, _COUNT)
+    while msg != _NULL:
+        if msg.msg == _CURLMSG_DONE:
+            curl = acurl._curl2curl.get(msg.easy_handle)
+            if curl is not None:  # (curl_cffi would warn of a handle it does not know, and go on)
+                retcode = msg.data.result
+                failure = curl._get_callback_exception()
+                if failure is not None:
+                    acurl.set_exception(curl, failure)
+                elif retcode == 0:
+                    acurl.set_result(curl)
+                else:
+                    acurl.set_exception(curl, curl._get_error(retcode, "perform"))
+        msg = _lib.curl_multi_info_read(curlm, _COUNT)
 
 
 def _on_write(ptr, size: int, nmemb: int, userdata) -> int:
@@ -532,6 +563,7 @@ class LeanCurl:
             from curl_cffi import AsyncCurl
             _install_callbacks()
             self._acurl = AsyncCurl(loop=loop)
+            self._acurl.process_data = _process_data.__get__(self._acurl)  # ours, for this multi handle
         curl = self._idle.pop() if self._idle else self._new_handle()
         transfer = _Transfer(self, curl, loop)
         acurl = self._acurl

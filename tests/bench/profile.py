@@ -3,6 +3,7 @@
     python3 tests/bench/profile.py                         # pass-through, 16 connections, 10 s
     python3 tests/bench/profile.py "claude.ai web" --top 40
     python3 tests/bench/profile.py conversion --target relay
+    python3 tests/bench/profile.py "claude.ai web" --target web      # a floor of floor.py
 
 Starts the fake upstream and clewdr-lite (or the bare relay) as run.py does, drives one case with
 wrk (the aiohttp load generator otherwise) and records the server with py-spy (`pip install
@@ -31,7 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench import load  # noqa: E402
-from tests.bench.procs import ROOT, Server, cpu_seconds, free_port, start_upstream, target_argv, thread_cpu  # noqa: E402
+from tests.bench.procs import (FLOOR_KINDS, ROOT, Server, cpu_seconds, free_port, start_upstream,  # noqa: E402
+                               target_argv, thread_cpu)
 
 LOOP_THREAD = "MainThread"
 
@@ -122,7 +124,8 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", nargs="?", default="pass-through", choices=[c for c in CASES if c != "direct"])
-    parser.add_argument("--target", choices=("proxy", "relay"), default="proxy")
+    parser.add_argument("--target", choices=("proxy", "relay", *FLOOR_KINDS), default="proxy",
+                        help="clewdr-lite, the bare relay, or a floor of floor.py")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the recording")
     parser.add_argument("--conns", type=int, default=16)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -139,7 +142,7 @@ def main() -> int:
     try:
         port = free_port()
         argv = target_argv(args.target, port, api=origins["api"],
-                           config=proxy_config(folder, origins["api"], origins["web"]))
+                           config=proxy_config(folder, origins["api"], origins["web"]), web=origins["web"])
         server = Server(args.target, argv, port, log=folder / "server.log", cwd=ROOT)
         path, body, headers = CASES[args.case]
         server.start((path, body, headers))

@@ -926,6 +926,21 @@ async def test_a_timer_that_outlives_its_multi_handle_does_nothing():
     assert multi.ran == [] and multi._lean_timer is None
 
 
+async def test_a_run_left_for_a_closed_multi_handle_does_nothing_and_warns_nothing(upstream, lean):
+    """The multi handle's runs are ours (one socket_action, then the finished transfers): a run
+    that comes after the handle closed returns quietly, where curl_cffi's warns each time."""
+    import warnings
+    resp = await lean.request("POST", upstream.origin + "/echo", headers={}, json={"n": 1})
+    assert (await resp.json())["method"] == "POST" and upstream.seen[-1][1] == b'{"n":1}'
+    multi = lean._lean._acurl
+    assert multi.process_data.__func__ is curl_lean._process_data
+    await lean.close()
+    assert multi._curlm is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert multi.process_data(-1, 0) is None
+
+
 async def test_a_streamed_answer_arms_few_timers_however_many_pieces_it_has(upstream, lean, monkeypatch):
     """libcurl asks for its timer again at every piece it reads: the loop gets a timer only when
     the one armed would run later than asked."""
