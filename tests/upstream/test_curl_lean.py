@@ -270,6 +270,8 @@ class Upstream:
         self.app.router.add_get("/gzip", self._gzip)
         self.app.router.add_get("/cookie", self._cookie)
         self.app.router.add_post("/keep", self._keep)
+        self.app.router.add_get("/heads/{status}", self._heads)
+        self.app.router.add_get("/late", self._late)
         self.transports: list = []  # each /keep request's connection, in turn
 
     async def _echo(self, request: web.Request) -> web.Response:
@@ -319,6 +321,29 @@ class Upstream:
     async def _gzip(self, request: web.Request) -> web.Response:
         return web.Response(body=gzip.compress(b"hello " * 1000), headers={"Content-Encoding": "gzip"})
 
+    async def _heads(self, request: web.Request) -> web.StreamResponse:
+        """An answer of the status asked for with repeated and odd-cased headers; its body `?body=`."""
+        text = request.query.get("body", "")
+        resp = web.StreamResponse(status=int(request.match_info["status"]))
+        for name, value in HEADS:
+            resp.headers.add(name, value)
+        if resp.status != 204:
+            resp.content_length = len(text)
+        await resp.prepare(request)
+        if text:
+            await resp.write(text.encode())
+        await resp.write_eof()
+        return resp
+
+    async def _late(self, request: web.Request) -> web.StreamResponse:
+        """The head at once, the body only after `?after=` seconds."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Early": "yes"})
+        await resp.prepare(request)
+        await asyncio.sleep(float(request.query["after"]))
+        await resp.write(b"data: late\n\n")
+        await resp.write_eof()
+        return resp
+
     async def _keep(self, request: web.Request) -> web.Response:
         self.transports.append(request.transport)
         return web.json_response({"n": len(self.transports)})
@@ -330,6 +355,10 @@ class Upstream:
         return resp
 
 
+HEADS = [("X-Request-Id", "req_42"), ("set-cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-Empty", ""),
+         ("Retry-After", "7")]
+
+
 @pytest.fixture
 async def upstream():
     up = Upstream()
@@ -339,8 +368,14 @@ async def upstream():
         up.release.set()
 
 
-@pytest.fixture
-async def lean():
+@pytest.fixture(params=["store", "callbacks"])
+async def lean(request, monkeypatch):
+    """The lean path as it runs: the answer's headers read from libcurl's store ("store"), or,
+    where its headers API cannot be reached, through a header callback a line ("callbacks")."""
+    if request.param == "callbacks":
+        monkeypatch.setattr(curl_lean, "_api", False)
+    else:
+        assert curl_lean._headers_api() is not None  # this curl_cffi's libcurl has it
     client = CurlClient()
     yield client
     await client.close()
@@ -354,6 +389,7 @@ async def test_one_handle_serves_every_method_in_turn(upstream, lean):
         resp = await lean.request(method, upstream.origin + "/echo", headers={"Cookie": "sessionKey=k"},
                                   json=payload)
         assert resp.status == 200 and (await resp.json())["method"] == method
+        await resp.close()
     sent = [(method, b"" if payload is None else json_bytes(payload)) for method, payload in calls]
     assert [(method, data) for method, data, _ in upstream.seen] == sent
     assert len(lean._lean._idle) == 1  # sequential calls took the same handle
@@ -418,6 +454,89 @@ async def test_headers_that_never_come_time_out_and_free_the_handle(upstream, le
         await lean.request("GET", upstream.origin + "/silent", headers={}, headers_timeout=0.2)
     await asyncio.sleep(0)  # the removal's callback
     assert lean._lean._running == {} and len(lean._lean._idle) == 1
+
+
+@pytest.mark.parametrize("status", [200, 201, 429, 503])
+async def test_an_answers_headers_read_by_name_and_whole_as_received(upstream, lean, status):
+    resp = await lean.request("GET", upstream.origin + f"/heads/{status}?body=hello", headers={})
+    assert resp.status == status
+    assert resp.headers.get("x-request-id") == resp.headers["X-REQUEST-ID"] == "req_42"
+    assert resp.headers.get("request-id") is None and "request-id" not in resp.headers
+    assert "retry-after" in resp.headers and resp.headers.get("X-Empty") == ""
+    assert resp.headers.getall("Set-Cookie") == ["a=1", "b=2"]
+    whole = [(k.lower(), v) for k, v in resp.headers.items()]
+    assert [pair for pair in whole if pair[0] in {n.lower() for n, _ in HEADS}] == [(n.lower(), v) for n, v in HEADS]
+    assert ("content-length", "5") in whole and await resp.read() == b"hello"
+    await resp.close()
+
+
+async def test_the_headers_of_an_error_stay_readable_after_its_close_and_the_handles_next_call(upstream, lean):
+    """An error's headers are classified after its body is read (claude_web._call): read whole at once."""
+    resp = await lean.request("GET", upstream.origin + "/heads/429?body=slow+down", headers={})
+    assert await resp.read() == b"slow down"
+    await resp.close()
+    again = await lean.request("GET", upstream.origin + "/heads/200", headers={})  # the same handle
+    await again.read()
+    await again.close()
+    assert len(lean._lean._idle) == 1
+    assert resp.status == 429 and resp.headers["Retry-After"] == "7" and len(resp.headers) == len(HEADS) + 4
+
+
+@pytest.mark.parametrize("status", [204, 200])
+async def test_an_answer_with_no_body_has_its_status_and_headers(upstream, lean, status):
+    resp = await lean.request("GET", upstream.origin + f"/heads/{status}", headers={})
+    assert resp.status == status and await resp.read() == b""
+    await resp.close()
+    again = await lean.request("GET", upstream.origin + "/heads/201?body=x", headers={})
+    assert again.status == 201 and await again.read() == b"x"
+    await again.close()
+    assert resp.headers["x-request-id"] == "req_42" and resp.headers.getall("set-cookie") == ["a=1", "b=2"]
+
+
+async def test_a_head_whose_body_is_late_is_no_headers_timeout(upstream, lean):
+    """The headers deadline is met by the head itself: a body that begins after it is the idle
+    deadline's business (with the store, the head is otherwise taken at the body's first piece)."""
+    resp = await asyncio.wait_for(
+        lean.request("GET", upstream.origin + "/late?after=0.4", headers={}, headers_timeout=0.15), GUARD)
+    assert resp.status == 200 and resp.headers["X-Early"] == "yes"
+    assert await resp.read() == b"data: late\n\n"
+    await resp.close()
+
+
+async def test_a_2xx_answers_handle_waits_for_its_close(upstream):
+    """The store is the handle's until its next call: an answer read to its end but not closed
+    keeps its handle (others serve the calls meanwhile); its close gives the handle back, and a
+    header not read before the close is an error, never another answer's."""
+    client = CurlClient()
+    try:
+        first = await client.request("GET", upstream.origin + "/heads/200?body=one", headers={})
+        assert first.headers.get("X-Request-Id") == "req_42"  # read by name: one lookup
+        assert await first.read() == b"one"
+        assert client._lean._running == {} and client._lean._idle == []  # ended, held for `first`
+        second = await client.request("GET", upstream.origin + "/echo", headers={})
+        assert (await second.json())["method"] == "GET"
+        await second.close()
+        assert len(client._lean._idle) == 1 and first.headers["retry-after"] == "7"
+        await first.close()
+        assert len(client._lean._idle) == 2
+        with pytest.raises(RuntimeError, match="after its close"):
+            dict(first.headers)
+    finally:
+        await client.close()
+
+
+async def test_no_header_callback_runs_where_the_store_is_read(upstream, monkeypatch):
+    from clewdr_lite.upstream import curl_lean
+    lines = []
+    monkeypatch.setattr(curl_lean._Transfer, "on_header", lambda self, line: lines.append(line) or len(line))
+    client = CurlClient()
+    try:
+        resp = await client.request("GET", upstream.origin + "/heads/200?body=x", headers={})
+        assert resp.status == 200 and resp.headers["x-request-id"] == "req_42" and await resp.read() == b"x"
+        await resp.close()
+    finally:
+        await client.close()
+    assert lines == []
 
 
 async def test_a_refused_connection_is_a_connection_error(lean):
@@ -538,11 +657,15 @@ async def test_http2_calls_share_one_connection_each_on_its_own_handle(h2):
     origin, _, client = h2
     answers = await asyncio.gather(*(client.request("GET", origin + "/echo", headers={}) for _ in range(4)))
     seen = [await a.json() for a in answers]
+    for answer in answers:
+        await answer.close()
     assert {s["http_version"] for s in seen} == {"2"}
     assert len({tuple(s["client"]) for s in seen}) == 1  # one TLS connection, four streams
     assert len(client._lean._idle) == 4 and client._lean._running == {}
     again = await client.request("POST", origin + "/echo", headers={}, json={"a": 1})  # a kept handle
-    assert (await again.json())["method"] == "POST" and len(client._lean._idle) == 4
+    assert (await again.json())["method"] == "POST" and len(client._lean._idle) == 3
+    await again.close()  # its handle waits for the close (the answer's headers are read from it)
+    assert len(client._lean._idle) == 4
 
 
 async def test_http2_leaving_one_stream_ends_it_and_spares_the_others(h2):
@@ -983,7 +1106,11 @@ async def test_a_handles_callback_contexts_are_set_once_and_point_at_each_call_i
         contexts.append((curl._header_handle, curl._write_handle, *curl._lean_contexts))
     assert all(c == contexts[0] for c in contexts)  # the same handles and contexts served every call
     head, body = contexts[0][2:]
-    assert head.callback is body.callback is curl_lean._unused and head.exception is body.exception is None
+    assert body.callback is curl_lean._unused and body.exception is None
+    if curl_lean._headers_api() is None:  # a header callback too
+        assert head.callback is curl_lean._unused and head.exception is None
+    else:  # none: the headers come from libcurl's store
+        assert head is None and contexts[0][0] is None
 
 
 async def test_a_failing_callback_fails_its_call_and_the_next_call_on_the_handle_succeeds(upstream, lean, monkeypatch):
@@ -993,12 +1120,15 @@ async def test_a_failing_callback_fails_its_call_and_the_next_call_on_the_handle
 
     def broken(self, line: bytes) -> int:
         raise RuntimeError("callback broke")
-    monkeypatch.setattr(curl_lean._Transfer, "on_header", broken)
-    with pytest.raises(aiohttp.ClientConnectionError, match="callback broke"):
-        await asyncio.wait_for(lean.request("GET", upstream.origin + "/echo", headers={}), GUARD)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        # the first callback of the answer: its first header line, or its first body piece when
+        # the headers come from libcurl's store
+        patched.setattr(curl_lean._Transfer, "on_body" if curl_lean._headers_api() else "on_header", broken)
+        with pytest.raises(aiohttp.ClientConnectionError, match="callback broke"):
+            await asyncio.wait_for(lean.request("GET", upstream.origin + "/echo", headers={}), GUARD)
     resp = await asyncio.wait_for(lean.request("GET", upstream.origin + "/echo", headers={}), GUARD)
     assert (await resp.json())["method"] == "GET"
+    await resp.close()
     assert len(lean._lean._idle) == 1  # the same handle, its context's exception cleared
 
 
