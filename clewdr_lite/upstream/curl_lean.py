@@ -357,9 +357,8 @@ def _on_timer(curlm, timeout_ms: int, clientp) -> int:
     them itself right after. Due now while LeanCurl.request adds its handle, that request runs it
     at once. A later time is a timer in the loop's heap (`_lean_timer`); it stays while libcurl
     asks for one no sooner, and -1 leaves it too: a socket_action run early does nothing but have
-    libcurl ask again. libcurl asks again at every piece a transfer reads
-    (its low-speed check) and every call asks for one as it starts: this makes about one timer a
-    second instead of one (and one cancelled) per piece and per call.
+    libcurl ask again. Every call asks for one as it starts (its connect timeout): this makes
+    about one loop timer per connect timeout instead of one (and one cancelled) per call.
     """
     acurl = _ffi.from_handle(clientp)
     if timeout_ms > 0:
@@ -614,14 +613,12 @@ def header_lines(headers, body: bytes | None) -> list[bytes]:
 class LeanCurl:
     """Impersonating easy handles configured once, on one multi handle of our own."""
 
-    def __init__(self, proxy: str | None, *, connect_timeout: float, idle_timeout: float,
-                 target: str = "chrome") -> None:
+    def __init__(self, proxy: str | None, *, connect_timeout: float, target: str = "chrome") -> None:
         from curl_cffi.requests.impersonate import resolve_latest_browser_type
         _cffi_constants()
         self.proxy = proxy
         self.target = resolve_latest_browser_type(target)  # "chrome" → the newest Chrome, as the session
         self._connect_ms = int(connect_timeout * 1000)
-        self._idle_s = int(idle_timeout)
         # the session's CA rule: REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE, else certifi's bundle
         self._cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         self._idle: list = []
@@ -643,9 +640,9 @@ class LeanCurl:
         setopt(CurlOpt.FOLLOWLOCATION, 0)  # a 302 is Cloudflare's block signal (claude-web.md §2)
         setopt(CurlOpt.MAXREDIRS, 30)
         setopt(CurlOpt.CONNECTTIMEOUT_MS, self._connect_ms)
-        # no total deadline (a long answer is fine); a transfer that stalls ends after the idle time
-        setopt(CurlOpt.LOW_SPEED_LIMIT, 1)
-        setopt(CurlOpt.LOW_SPEED_TIME, self._idle_s)
+        # no total deadline (a long answer is fine), and no low-speed check: a stall is the
+        # reader's idle deadline (body.Pieces.next). libcurl's check would move its timer on at
+        # every piece read, a timer callback (Python) a piece.
         if self.proxy:
             setopt(CurlOpt.PROXY_CREDENTIAL_NO_REUSE, 1)
             setopt(CurlOpt.PROXY, self.proxy)

@@ -390,8 +390,7 @@ class CurlClient:
                 raise errors.UpstreamUnavailable(
                     f"curl_cffi {__version__} is too old for clewdr-lite, which needs 0.16 or later: "
                     "run `python3 -m pip install -U curl_cffi`")
-            self._lean = curl_lean.LeanCurl(self.proxy, connect_timeout=CONNECT_TIMEOUT,
-                                            idle_timeout=IDLE_TIMEOUT)
+            self._lean = curl_lean.LeanCurl(self.proxy, connect_timeout=CONNECT_TIMEOUT)
         return self._lean
 
     def _multipart(self, files):
