@@ -133,8 +133,8 @@ class _KeptHead(Mapping):
     by its name (the request id the log wants) costs one lookup, the whole head is read at the
     first use that needs it. Without this, every header line was a Python callback (some thirty
     a claude.ai request). libcurl keeps them until the handle's next call, and the handle waits
-    for the answer's close before it serves another (LeanCurl.release); after the close, only
-    what was read before is there."""
+    for the answer's close (or, dropped unclosed, its collection) before it serves another
+    (LeanCurl.release); after the close, only what was read before is there."""
 
     __slots__ = ("_easy", "_all")
 
@@ -562,6 +562,16 @@ class _Transfer(Pieces):
         if self._paused and self.running:
             self._paused = False
             self.curl.pause(PAUSE_CONTINUE)  # curl offers the kept piece again
+
+    def __del__(self) -> None:
+        # an answer dropped without its close (its reader read to the end and let it go): its
+        # handle goes back to the others rather than with it
+        if self._held:
+            self._held = False
+            try:
+                self.owner.keep(self.curl)
+            except Exception:  # noqa: BLE001 - at interpreter exit, say: the handle closes itself
+                pass
 
     def abort(self) -> None:
         """Give up on the rest (the reader closes the answer): the handle leaves the multi handle,

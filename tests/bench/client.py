@@ -92,6 +92,7 @@ async def curl_lean(url: str, count: int) -> float:
             assert resp.status == 200
             async for _ in resp.chunks():
                 pass
+            await resp.close()  # as clewdr-lite does: the handle goes back for the next call
         return await _per_request(send, count)
     finally:
         await client.close()

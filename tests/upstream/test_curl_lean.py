@@ -525,6 +525,21 @@ async def test_a_2xx_answers_handle_waits_for_its_close(upstream):
         await client.close()
 
 
+async def test_an_answer_dropped_without_its_close_gives_its_handle_back(upstream):
+    import gc
+    client = CurlClient()
+    try:
+        for n in range(3):
+            resp = await client.request("GET", upstream.origin + "/heads/200?body=x", headers={})
+            assert resp.headers.get("x-request-id") == "req_42" and await resp.read() == b"x"
+            assert client._lean._idle == []  # held for the headers while the answer lives
+            del resp
+            gc.collect()
+            assert len(client._lean._idle) == 1  # the one handle, each time
+    finally:
+        await client.close()
+
+
 async def test_no_header_callback_runs_where_the_store_is_read(upstream, monkeypatch):
     from clewdr_lite.upstream import curl_lean
     lines = []
