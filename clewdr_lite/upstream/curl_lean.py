@@ -11,7 +11,7 @@ bytes on the wire) — and per request only the URL, the method, the body and th
 Body pieces go straight into a `body.Pieces`; closing early takes the handle out of the multi
 handle, which ends the transfer at once. The answer's head is taken when its body begins (or the
 transfer ends): the status from libcurl, the headers from what libcurl keeps of them (its headers
-API), read by name or whole when asked, so no Python callback runs per header line (some thirty a
+API, upstream/curl_heads.py), read by name or whole when asked, so no Python callback runs per header line (some thirty a
 claude.ai request, an eighth of the two calls' cost). Where that API cannot be reached, a header
 callback collects the lines as before.
 
@@ -36,12 +36,11 @@ import os
 import sys
 import warnings
 
-from collections.abc import Mapping
-
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from clewdr_lite.upstream.body import HIGH_WATER, Deadlines, Pieces, expire
+from clewdr_lite.upstream.curl_heads import KeptHead, all_headers, easy_pointer, parse_headers
 
 IDLE_HANDLES = 64         # configured handles kept for reuse
 # With no transfer running for this long the multi handle closes, its kept connections with it (curl
@@ -63,17 +62,14 @@ _SOCKOPTFUNCTION, _CLOSESOCKETFUNCTION = 20148, 20208
 _CURLMSG_DONE = 1  # curl_multi_info_read's "a transfer is done" (curl/multi.h)
 _RESPONSE_CODE = 0x200002  # CURLINFO_RESPONSE_CODE
 _HEADERFUNCTION, _HEADERDATA = 20079, 10029
-_CURLH_HEADER, _LAST_REQUEST = 1, -1  # the headers API's "plain headers" and "of the last request"
 _installed = False  # our socket and timer callbacks are curl_cffi's (see _install_callbacks)
 # curl_cffi's ffi and lib and cffi values made with them, set by the first LeanCurl (lazy import);
 # _COUNT: where socket_action and info_read write counts nobody reads (one for every run); _CODE:
 # where getinfo writes a status
 _ffi = _lib = _NULL = _ONE = _ZERO = _COUNT = _CODE = None
-_api = None  # libcurl's headers API (_headers_api): (ffi, lib), or False where it cannot be reached
 # connection sockets our handles opened (libcurl closes them through _on_close), and those of them
 # parked: watched for reading while no call uses them, by the _Sockets of their multi handle
 _conn_fds: set[int] = set()
-_MISSING, _MISSING_LIST = object(), object()
 _parked: dict[int, "_Sockets"] = {}
 _socket_hooks = None  # the two cffi callbacks, made once (False: cffi cannot make them here)
 
@@ -84,116 +80,6 @@ def _cffi_constants() -> None:
     _ffi, _lib = ffi, lib
     _NULL, _ONE, _ZERO, _COUNT = ffi.NULL, ffi.new("long*", 1), ffi.new("long*", 0), ffi.new("int*")
     _CODE = ffi.new("long*")
-
-
-_HEADERS_CDEF = """
-struct curl_header { char *name; char *value; size_t amount; size_t index; unsigned int origin; void *anchor; };
-struct curl_header *curl_easy_nextheader(void *easy, unsigned int origin, int request, struct curl_header *prev);
-int curl_easy_header(void *easy, const char *name, size_t index, unsigned int origin, int request,
-                     struct curl_header **hout);
-"""
-
-
-def _headers_api():
-    """libcurl's headers API (curl_easy_header, curl_easy_nextheader; libcurl 7.84 and later),
-    which curl_cffi's own bindings leave out: reached through cffi's ABI mode in the library
-    curl_cffi loaded, once. None where it cannot be (the answer's header lines then come through
-    a header callback, one call a line)."""
-    global _api
-    if _api is None:
-        _api = False
-        try:
-            import cffi
-            from curl_cffi import _wrapper
-            abi = cffi.FFI()
-            abi.cdef(_HEADERS_CDEF)
-            lib = abi.dlopen(_wrapper.__file__)
-            lib.curl_easy_header, lib.curl_easy_nextheader  # noqa: B018 - resolves both, or raises
-            _api = (abi, lib, abi.new("struct curl_header **"))
-        except Exception:  # noqa: BLE001 - no such symbols, no dlopen: the callback path
-            _api = False
-    return _api or None
-
-
-def _all_headers(easy) -> CIMultiDictProxy:
-    """Every header of the last answer libcurl keeps for the handle (`easy`: its address as the
-    headers API's ffi sees it), in the order received."""
-    abi, lib, _ = _api
-    pairs, prev, null = [], abi.NULL, abi.NULL
-    step, string = lib.curl_easy_nextheader, abi.string
-    while True:
-        prev = step(easy, _CURLH_HEADER, _LAST_REQUEST, prev)
-        if prev == null:
-            return CIMultiDictProxy(CIMultiDict(pairs))
-        pairs.append((string(prev.name).decode("latin-1"), string(prev.value).decode("latin-1")))
-
-
-class _KeptHead(Mapping):
-    """A 2xx answer's headers, read from what libcurl keeps on the handle when asked: a header
-    by its name (the request id the log wants) costs one lookup, the whole head is read at the
-    first use that needs it. Without this, every header line was a Python callback (some thirty
-    a claude.ai request). libcurl keeps them until the handle's next call, and the handle waits
-    for the answer's close (or, dropped unclosed, its collection) before it serves another
-    (LeanCurl.release); after the close, only what was read before is there."""
-
-    __slots__ = ("_easy", "_all")
-
-    def __init__(self, easy) -> None:
-        self._easy, self._all = easy, None
-
-    def _whole(self) -> CIMultiDictProxy:
-        if self._all is None:
-            if self._easy is None:
-                raise RuntimeError("the headers of a claude.ai answer read after its close")
-            self._all = _all_headers(self._easy)
-        return self._all
-
-    def get(self, name: str, default=None):
-        if self._all is not None or self._easy is None:
-            return self._whole().get(name, default)
-        abi, lib, out = _api
-        try:
-            key = name.encode("latin-1")
-        except UnicodeEncodeError:  # no header has such a name
-            return default
-        if lib.curl_easy_header(self._easy, key, 0, _CURLH_HEADER, _LAST_REQUEST, out):
-            return default  # CURLHE_MISSING (or any other failure to find it)
-        return abi.string(out[0].value).decode("latin-1")
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name, _MISSING)
-        if value is _MISSING:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name) -> bool:
-        return isinstance(name, str) and self.get(name, _MISSING) is not _MISSING
-
-    def __iter__(self):
-        return iter(self._whole())
-
-    def __len__(self) -> int:
-        return len(self._whole())
-
-    # the rest as the multidict gives it (repeated headers each with their own value)
-    def items(self):
-        return self._whole().items()
-
-    def keys(self):
-        return self._whole().keys()
-
-    def values(self):
-        return self._whole().values()
-
-    def getall(self, name: str, default=_MISSING_LIST):
-        found = self._whole().getall(name, [])
-        if found or default is not _MISSING_LIST:
-            return found or default
-        raise KeyError(name)
-
-    def close(self) -> None:
-        """The answer is closed: the handle may serve another call, and its store with it."""
-        self._easy = None
 
 
 def available() -> bool:
@@ -473,7 +359,7 @@ class _Transfer(Pieces):
         self.status = 0
         self.headers: CIMultiDictProxy | None = None
         self._lines: list[bytes] = []
-        self._kept: _KeptHead | None = None  # a 2xx answer's headers, while libcurl keeps them
+        self._kept: KeptHead | None = None  # a 2xx answer's headers, while libcurl keeps them
         self._held = False  # the transfer ended with its headers unread: the handle waits for the close
         self._paused = False
         self.sent = b""  # the request body, which libcurl reads from our buffer
@@ -504,14 +390,14 @@ class _Transfer(Pieces):
     def take_head(self, *, whole: bool = False) -> None:
         """The head is in (the body begins, the transfer ended, or its deadline came with the status
         in): its status from libcurl, its headers from libcurl's store, where no header callback
-        runs (`_headers_api`). Those of a 2xx answer are read when asked (_KeptHead); the others,
+        runs (curl_heads). Those of a 2xx answer are read when asked (KeptHead); the others,
         and all of them when `whole` (the handle is about to serve other calls), now."""
         _lib.curl_easy_getinfo(self.curl._curl, _RESPONSE_CODE, _CODE)
         self.status = status = _CODE[0]
         if 200 <= status < 300 and not whole:
-            self.headers = self._kept = _KeptHead(self.curl._lean_easy)
+            self.headers = self._kept = KeptHead(self.curl._lean_easy)
         else:
-            self.headers = _all_headers(self.curl._lean_easy)
+            self.headers = all_headers(self.curl._lean_easy)
         self.head.set_result(None)
 
     def head_due(self) -> None:
@@ -588,28 +474,6 @@ class _Transfer(Pieces):
             self.owner.keep(self.curl)
 
 
-def parse_headers(lines: list[bytes]) -> CIMultiDictProxy:
-    """Header lines as curl hands them over (one a line, with its line end) → a case-insensitive
-    multidict, built from a list (a real claude.ai answer has some 25 lines). A line at a time
-    costs less than one regex pass over the whole head, and than splitting the joined head."""
-    pairs: list[tuple[str, str]] = []
-    for line in lines:
-        text = line.decode("latin-1")
-        if text[:1] in _FOLDS:  # an obsolete folded line continues the last value
-            text = text.strip()
-            if pairs and text:
-                name, value = pairs[-1]
-                pairs[-1] = (name, f"{value} {text}")
-            continue
-        name, sep, value = text.partition(":")
-        if sep and name:
-            pairs.append((name.strip(), value.strip()))
-    return CIMultiDictProxy(CIMultiDict(pairs))
-
-
-_FOLDS = (" ", "\t")
-
-
 def header_lines(headers, body: bytes | None) -> list[bytes]:
     """The request's header lines as the session writes them (an empty value as `Name;`; an
     octet-stream type for an untyped body; `Expect:` to never send one)."""
@@ -675,12 +539,11 @@ class LeanCurl:
         # (a new context each, and the handle's buffers cleaned after)
         # the answer's header lines: read from libcurl's store once the head is in (no callback
         # per line) where its headers API is reached; else a header callback, one call a line
-        api = _headers_api()
-        curl._lean_easy = api[0].cast("void *", int(_ffi.cast("uintptr_t", curl._curl))) if api else None
-        if api is None:
+        curl._lean_easy = easy_pointer(_ffi, curl._curl)
+        if curl._lean_easy is None:
             setopt(CurlOpt.HEADERFUNCTION, _unused)
         setopt(CurlOpt.WRITEFUNCTION, _unused)
-        curl._lean_contexts = (_ffi.from_handle(curl._header_handle) if api is None else None,
+        curl._lean_contexts = (_ffi.from_handle(curl._header_handle) if curl._lean_easy is None else None,
                                _ffi.from_handle(curl._write_handle))
         hooks = _socket_callbacks()  # connection sockets we may keep in the selector (_Sockets.want)
         if hooks is not None:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 pytest.importorskip("curl_cffi")
 
-from clewdr_lite.upstream import body, curl_lean  # noqa: E402
+from clewdr_lite.upstream import body, curl_heads, curl_lean  # noqa: E402
 from clewdr_lite.protocol.sse import json_bytes  # noqa: E402
 from clewdr_lite.upstream.http import CurlClient  # noqa: E402
 from tests.fakes.common import serve  # noqa: E402
@@ -373,9 +373,9 @@ async def lean(request, monkeypatch):
     """The lean path as it runs: the answer's headers read from libcurl's store ("store"), or,
     where its headers API cannot be reached, through a header callback a line ("callbacks")."""
     if request.param == "callbacks":
-        monkeypatch.setattr(curl_lean, "_api", False)
+        monkeypatch.setattr(curl_heads, "_api", False)
     else:
-        assert curl_lean._headers_api() is not None  # this curl_cffi's libcurl has it
+        assert curl_heads.api() is not None  # this curl_cffi's libcurl has it
     client = CurlClient()
     yield client
     await client.close()
@@ -589,7 +589,7 @@ async def test_closing_the_client_cuts_an_open_stream_instead_of_ending_it(upstr
 
 
 def test_header_lines_are_parsed_case_insensitively_with_folds_and_repeats():
-    headers = curl_lean.parse_headers([b"Content-Type: text/event-stream\r\n", b"Set-Cookie: a=1\r\n",
+    headers = curl_heads.parse_headers([b"Content-Type: text/event-stream\r\n", b"Set-Cookie: a=1\r\n",
                                        b"set-cookie: b=2\r\n", b"X-Long: one\r\n", b"  two\r\n",
                                        b"no colon here\r\n"])
     assert headers["content-type"] == "text/event-stream"
@@ -598,7 +598,7 @@ def test_header_lines_are_parsed_case_insensitively_with_folds_and_repeats():
 
 
 def test_a_folded_line_continues_only_the_last_of_repeated_headers():
-    headers = curl_lean.parse_headers([b"Set-Cookie: a=1\r\n", b"Set-Cookie: b=2\r\n", b"\tPath=/\r\n",
+    headers = curl_heads.parse_headers([b"Set-Cookie: a=1\r\n", b"Set-Cookie: b=2\r\n", b"\tPath=/\r\n",
                                        b"Via: x\n", b"\r\n"])
     assert headers.getall("set-cookie") == ["a=1", "b=2 Path=/"] and headers["via"] == "x"
     assert len(headers) == 3
@@ -630,7 +630,7 @@ def test_header_parsing_gives_what_the_rules_give_for_odd_lines():
                  for _ in range(rng.randint(0, 6))]
         if rng.random() < 0.2:  # a folded line somewhere
             lines.insert(rng.randint(0, len(lines)), rng.choice([b" more\r\n", b"\tmore\n", b"  \r\n"]))
-        parsed = curl_lean.parse_headers(lines)
+        parsed = curl_heads.parse_headers(lines)
         assert list(parsed.items()) == _parsed_line_by_line(lines), lines
 
 
@@ -1138,7 +1138,7 @@ async def test_a_handles_callback_contexts_are_set_once_and_point_at_each_call_i
     assert all(c == contexts[0] for c in contexts)  # the same handles and contexts served every call
     head, body = contexts[0][2:]
     assert body.callback is curl_lean._unused and body.exception is None
-    if curl_lean._headers_api() is None:  # a header callback too
+    if curl_heads.api() is None:  # a header callback too
         assert head.callback is curl_lean._unused and head.exception is None
     else:  # none: the headers come from libcurl's store
         assert head is None and contexts[0][0] is None
@@ -1154,7 +1154,7 @@ async def test_a_failing_callback_fails_its_call_and_the_next_call_on_the_handle
     with monkeypatch.context() as patched:
         # the first callback of the answer: its first header line, or its first body piece when
         # the headers come from libcurl's store
-        patched.setattr(curl_lean._Transfer, "on_body" if curl_lean._headers_api() else "on_header", broken)
+        patched.setattr(curl_lean._Transfer, "on_body" if curl_heads.api() else "on_header", broken)
         with pytest.raises(aiohttp.ClientConnectionError, match="callback broke"):
             await asyncio.wait_for(lean.request("GET", upstream.origin + "/echo", headers={}), GUARD)
     resp = await asyncio.wait_for(lean.request("GET", upstream.origin + "/echo", headers={}), GUARD)
