@@ -135,6 +135,10 @@ class KeptHead(Mapping):
         """The answer is closed: the handle may serve another call, and its store with it."""
         self._easy = None
 
+    @property
+    def closed(self) -> bool:
+        return self._easy is None
+
 
 def parse_headers(lines: list[bytes]) -> CIMultiDictProxy:
     """Header lines as curl hands them over (one a line, with its line end) → a case-insensitive

@@ -11,9 +11,9 @@ bytes on the wire) — and per request only the URL, the method, the body and th
 Body pieces go straight into a `body.Pieces`; closing early takes the handle out of the multi
 handle, which ends the transfer at once. The answer's head is taken when its body begins (or the
 transfer ends): the status from libcurl, the headers from what libcurl keeps of them (its headers
-API, upstream/curl_heads.py), read by name or whole when asked, so no Python callback runs per header line (some thirty a
-claude.ai request, an eighth of the two calls' cost). Where that API cannot be reached, a header
-callback collects the lines as before.
+API, upstream/curl_heads.py), read by name or whole when asked, so no Python callback runs per
+header line (some thirty a claude.ai request, an eighth of the two calls' cost). Where that API
+cannot be reached, a header callback collects the lines as before.
 
 A connection's socket stays in the event loop's selector between the calls that reuse it ("parked"),
 instead of leaving it when a call ends and joining it again when the next starts (two epoll_ctl
@@ -61,7 +61,6 @@ _SOCKET_TIMEOUT, _POLL_NONE = -1, 0  # socket_action's "no socket: timeouts", an
 _SOCKOPTFUNCTION, _CLOSESOCKETFUNCTION = 20148, 20208
 _CURLMSG_DONE = 1  # curl_multi_info_read's "a transfer is done" (curl/multi.h)
 _RESPONSE_CODE = 0x200002  # CURLINFO_RESPONSE_CODE
-_HEADERFUNCTION, _HEADERDATA = 20079, 10029
 _installed = False  # our socket and timer callbacks are curl_cffi's (see _install_callbacks)
 # curl_cffi's ffi and lib and cffi values made with them, set by the first LeanCurl (lazy import);
 # _COUNT: where socket_action and info_read write counts nobody reads (one for every run); _CODE:
@@ -360,7 +359,7 @@ class _Transfer(Pieces):
         self.headers: CIMultiDictProxy | None = None
         self._lines: list[bytes] = []
         self._kept: KeptHead | None = None  # a 2xx answer's headers, while libcurl keeps them
-        self._held = False  # the transfer ended with its headers unread: the handle waits for the close
+        self._held = False  # ended before the answer's close: its handle (and headers) wait for it
         self._paused = False
         self.sent = b""  # the request body, which libcurl reads from our buffer
         self.header_list = _NULL  # the request's header lines as libcurl's list (ours to free)
@@ -423,11 +422,12 @@ class _Transfer(Pieces):
 
     def finished(self, future: asyncio.Future) -> None:
         """The multi handle is done with the transfer: it completed, failed, or abort() removed it."""
-        exc = None if future.cancelled() else future.exception()
-        if exc is None and not future.cancelled() and not self.head.done() and self.curl._lean_easy is not None:
+        cancelled = future.cancelled()
+        exc = None if cancelled else future.exception()
+        if not cancelled and exc is None and not self.head.done() and self.curl._lean_easy is not None:
             self.take_head(whole=True)  # an answer with no body
         self.owner.release(self.curl, self)
-        if future.cancelled():
+        if cancelled:
             return
         if not self.head.done():
             self.head.set_exception(aiohttp.ClientConnectionError(
@@ -658,7 +658,7 @@ class LeanCurl:
         on_body.callback = _unused  # the handle keeps no transfer alive
         if on_head is not None:
             on_head.callback = _unused
-        if transfer._kept is not None and transfer._kept._easy is not None:
+        if transfer._kept is not None and not transfer._kept.closed:
             transfer._held = True  # its reader may still read the headers libcurl keeps (abort() keeps it)
         else:
             self.keep(curl)
