@@ -456,7 +456,7 @@ async def test_headers_that_never_come_time_out_and_free_the_handle(upstream, le
     assert lean._lean._running == {} and len(lean._lean._idle) == 1
 
 
-@pytest.mark.parametrize("status", [200, 201, 429, 503])
+@pytest.mark.parametrize("status", [200, 201, 302, 403, 429, 503])
 async def test_an_answers_headers_read_by_name_and_whole_as_received(upstream, lean, status):
     resp = await lean.request("GET", upstream.origin + f"/heads/{status}?body=hello", headers={})
     assert resp.status == status
