@@ -51,6 +51,10 @@ class Deadlines:
         self._due[waiter] = when
         if callback is not None:
             self._calls[waiter] = callback
+        self._run_by(when)
+
+    def _run_by(self, when: float) -> None:
+        """The timer set to fire by `when`: kept if it fires sooner, else replaced."""
         if self._timer is None or when < self._when:
             if self._timer is not None:
                 self._timer.cancel()
@@ -75,11 +79,7 @@ class Deadlines:
             else:
                 call()  # may add again (and so set the timer)
         if self._due:
-            when = min(self._due.values())
-            if self._timer is None or when < self._when:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer, self._when = self.loop.call_at(when, self._fire), when
+            self._run_by(min(self._due.values()))
 
 
 class Pieces:

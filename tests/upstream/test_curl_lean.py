@@ -540,6 +540,20 @@ async def test_an_answer_dropped_without_its_close_gives_its_handle_back(upstrea
         await client.close()
 
 
+def test_a_headers_api_that_cannot_be_reached_leaves_the_callback_path(monkeypatch):
+    """A libcurl without the headers API (or a library cffi cannot open): no store, and the
+    handles get a header callback (easy_pointer gives None)."""
+    import cffi
+    monkeypatch.setattr(curl_heads, "_api", None)
+
+    def refuse(self, name):
+        raise OSError(f"cannot load {name}")
+    monkeypatch.setattr(cffi.FFI, "dlopen", refuse)
+    assert curl_heads.api() is None and curl_heads._api is False
+    from curl_cffi import ffi
+    assert curl_heads.easy_pointer(ffi, ffi.NULL) is None
+
+
 async def test_no_header_callback_runs_where_the_store_is_read(upstream, monkeypatch):
     from clewdr_lite.upstream import curl_lean
     lines = []
