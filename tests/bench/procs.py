@@ -160,10 +160,11 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def start_upstream(folder: Path) -> tuple[subprocess.Popen, dict]:
-    """The fake upstream (tests/bench/upstream.py), its log in `folder`: (process, {"api", "web"} origins)."""
-    upstream = subprocess.Popen(python(str(ROOT / "tests/bench/upstream.py")), stdout=subprocess.PIPE,
-                                stderr=open(folder / "upstream.log", "wb"), cwd=ROOT)
+def start_upstream(folder: Path, *options: str) -> tuple[subprocess.Popen, dict]:
+    """The fake upstream (tests/bench/upstream.py, with its `options`), its log in `folder`:
+    (process, {"api", "web"} origins)."""
+    upstream = subprocess.Popen(python(str(ROOT / "tests/bench/upstream.py"), *options), stdout=subprocess.PIPE,
+                                stderr=open(folder / f"upstream{''.join(options)}.log", "wb"), cwd=ROOT)
     return upstream, json.loads(upstream.stdout.readline())
 
 

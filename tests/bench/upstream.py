@@ -7,7 +7,10 @@ contains steers it (the proxy forwards the messages, not extra headers):
 - `pace:N` in the text: N ms between those events (for the forwarding check);
 - `hold` in the text: one delta, then the stream stays open until the client goes away.
 
-Run: `python tests/bench/upstream.py` → prints one JSON line {"api": origin, "web": base_url}.
+The fake claude.ai writes a completion's events one write each, as claude.ai does; with
+`--one-write` it writes them all at once (pieces.py: what the pieces cost).
+
+Run: `python tests/bench/upstream.py [--one-write]` → prints one JSON line {"api": origin, "web": base_url}.
 """
 
 from __future__ import annotations
@@ -109,6 +112,12 @@ def api_app() -> web.Application:
 class BenchClaudeWeb(FakeClaudeWeb):
     """The test suite's fake claude.ai, with its per-request records dropped (a long run stays flat)."""
 
+    one_write = False  # a completion's events in one write instead of one write each
+
+    def _messages_chunks(self, *args) -> list[bytes]:
+        chunks = super()._messages_chunks(*args)
+        return [b"".join(chunks)] if self.one_write else chunks
+
     async def _completion(self, request: web.Request) -> web.StreamResponse:
         try:
             return await super()._completion(request)
@@ -121,6 +130,7 @@ class BenchClaudeWeb(FakeClaudeWeb):
 
 async def main() -> None:
     web_fake = BenchClaudeWeb()
+    web_fake.one_write = "--one-write" in sys.argv[1:]
     web_fake.reply = "Hello! How can I help you today?"
     from tests.conftest import make_cookie
     for seed in range(COOKIES):
