@@ -24,14 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench import load  # noqa: E402
 from tests.bench.procs import ROOT, Server, cpu_seconds, free_port, start_upstream, target_argv  # noqa: E402
 from tests.bench.run import CASES, proxy_config  # noqa: E402
+from tests.bench.upstream import WEB_REPLY, BenchClaudeWeb  # noqa: E402
 from tests.fakes.claude_web_wire import StreamPlan, messages_events, now_iso, split_text  # noqa: E402
-
-REPLY = "Hello! How can I help you today?"  # upstream.py's reply (split into 4-character deltas)
 
 
 def events_per_answer() -> int:
     """How many events (one write each) the fake claude.ai's answer to the benchmark holds."""
-    plan = StreamPlan(text=split_text(REPLY, 4), thinking=None, search_query=None, stop_reason="end_turn",
+    plan = StreamPlan(text=split_text(WEB_REPLY, BenchClaudeWeb().chunk_chars), thinking=None, search_query=None, stop_reason="end_turn",
                       error=None, message_id="chatcompl_" + uuid.uuid4().hex[:24], tool_id="srvtoolu_x",
                       timestamp=now_iso())
     return len(messages_events(plan))

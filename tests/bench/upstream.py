@@ -28,6 +28,7 @@ from tests.fakes.claude_web import FakeClaudeWeb  # noqa: E402
 from tests.fakes.common import serve  # noqa: E402
 
 COOKIES = 4  # accounts for make_cookie(0 … 3), the cookies the benchmark's proxy config holds
+WEB_REPLY = "Hello! How can I help you today?"  # what the fake claude.ai answers every completion
 
 CHUNKS = 50
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
@@ -131,7 +132,7 @@ class BenchClaudeWeb(FakeClaudeWeb):
 async def main() -> None:
     web_fake = BenchClaudeWeb()
     web_fake.one_write = "--one-write" in sys.argv[1:]
-    web_fake.reply = "Hello! How can I help you today?"
+    web_fake.reply = WEB_REPLY
     from tests.conftest import make_cookie
     for seed in range(COOKIES):
         web_fake.add_account(make_cookie(seed))
