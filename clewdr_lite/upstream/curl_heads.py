@@ -17,6 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 CURLH_HEADER, LAST_REQUEST = 1, -1  # the headers API's "plain headers" and "of the last request"
 _api = None  # (ffi, lib, an out-pointer) once reached; False where it cannot be
 _MISSING, _MISSING_LIST = object(), object()
+_FOLDS = (" ", "\t")  # what opens an obsolete folded header line
 
 
 def easy_pointer(ffi, curl_pointer):
@@ -157,6 +158,3 @@ def parse_headers(lines: list[bytes]) -> CIMultiDictProxy:
         if sep and name:
             pairs.append((name.strip(), value.strip()))
     return CIMultiDictProxy(CIMultiDict(pairs))
-
-
-_FOLDS = (" ", "\t")

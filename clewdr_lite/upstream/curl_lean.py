@@ -449,15 +449,19 @@ class _Transfer(Pieces):
             self._paused = False
             self.curl.pause(PAUSE_CONTINUE)  # curl offers the kept piece again
 
+    def _give_back(self) -> None:
+        """A handle kept for this answer's headers goes back to the others (once)."""
+        if self._held:
+            self._held = False
+            self.owner.keep(self.curl)
+
     def __del__(self) -> None:
         # an answer dropped without its close (its reader read to the end and let it go): its
         # handle goes back to the others rather than with it
-        if self._held:
-            self._held = False
-            try:
-                self.owner.keep(self.curl)
-            except Exception:  # noqa: BLE001 - at interpreter exit, say: the handle closes itself
-                pass
+        try:
+            self._give_back()
+        except Exception:  # noqa: BLE001 - at interpreter exit, say: the handle closes itself
+            pass
 
     def abort(self) -> None:
         """Give up on the rest (the reader closes the answer): the handle leaves the multi handle,
@@ -469,9 +473,8 @@ class _Transfer(Pieces):
             self._kept.close()
         if self.running:
             self.owner.remove(self.curl)
-        elif self._held:
-            self._held = False
-            self.owner.keep(self.curl)
+        else:
+            self._give_back()
 
 
 def header_lines(headers, body: bytes | None) -> list[bytes]:
