@@ -51,8 +51,8 @@ def api():
             lib = abi.dlopen(_wrapper.__file__)
             lib.curl_easy_header, lib.curl_easy_nextheader  # noqa: B018 - resolves both, or raises
             _api = (abi, lib, abi.new("struct curl_header **"))
-        except Exception:  # noqa: BLE001 - no such symbols, no dlopen: the callback path
-            _api = False
+        except Exception:  # noqa: BLE001 - no such symbols, no dlopen: the callback path (_api stays False)
+            pass
     return _api or None
 
 

@@ -386,13 +386,17 @@ class _Transfer(Pieces):
             self.head.set_result(None)
         return len(line)
 
-    def take_head(self, *, whole: bool = False) -> None:
-        """The head is in (the body begins, the transfer ended, or its deadline came with the status
-        in): its status from libcurl, its headers from libcurl's store, where no header callback
-        runs (curl_heads). Those of a 2xx answer are read when asked (KeptHead); the others,
-        and all of them when `whole` (the handle is about to serve other calls), now."""
+    def _response_code(self) -> int:
+        """The answer's status as libcurl has it (0 while its status line is not in)."""
         _lib.curl_easy_getinfo(self.curl._curl, _RESPONSE_CODE, _CODE)
-        self.status = status = _CODE[0]
+        return _CODE[0]
+
+    def take_head(self, status: int = 0, *, whole: bool = False) -> None:
+        """The head is in (the body begins, the transfer ended, or its deadline came with the status
+        in): its status from libcurl (unless given), its headers from libcurl's store, where no
+        header callback runs (curl_heads). Those of a 2xx answer are read when asked (KeptHead);
+        the others, and all of them when `whole` (the handle is about to serve other calls), now."""
+        self.status = status = status or self._response_code()
         if 200 <= status < 300 and not whole:
             self.headers = self._kept = KeptHead(self.curl._lean_easy)
         else:
@@ -404,11 +408,9 @@ class _Transfer(Pieces):
         headers as they stand), else the call times out."""
         if self.head.done():
             return
-        if self.curl._lean_easy is not None and self.running:
-            _lib.curl_easy_getinfo(self.curl._curl, _RESPONSE_CODE, _CODE)
-            if _CODE[0]:
-                self.take_head(whole=True)
-                return
+        if self.curl._lean_easy is not None and self.running and (status := self._response_code()):
+            self.take_head(status, whole=True)
+            return
         expire(self.head)
 
     def on_body(self, data: bytes) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -25,15 +24,15 @@ from tests.bench import load  # noqa: E402
 from tests.bench.procs import ROOT, Server, cpu_seconds, free_port, start_upstream, target_argv  # noqa: E402
 from tests.bench.run import CASES, proxy_config  # noqa: E402
 from tests.bench.upstream import WEB_REPLY, BenchClaudeWeb  # noqa: E402
-from tests.fakes.claude_web_wire import StreamPlan, messages_events, now_iso, split_text  # noqa: E402
+from tests.fakes.claude_web_state import Conversation  # noqa: E402
+from tests.fakes.claude_web_wire import Reply  # noqa: E402
 
 
 def events_per_answer() -> int:
-    """How many events (one write each) the fake claude.ai's answer to the benchmark holds."""
-    plan = StreamPlan(text=split_text(WEB_REPLY, BenchClaudeWeb().chunk_chars), thinking=None, search_query=None, stop_reason="end_turn",
-                      error=None, message_id="chatcompl_" + uuid.uuid4().hex[:24], tool_id="srvtoolu_x",
-                      timestamp=now_iso())
-    return len(messages_events(plan))
+    """How many events (one write each) the fake claude.ai's answer to the benchmark holds: the
+    fake's own chunks for it (a conversation without thinking, no tools)."""
+    conversation = Conversation(uuid="", org="", cookie="", name="", is_temporary=True, settings={})
+    return len(BenchClaudeWeb()._messages_chunks({}, conversation, Reply(text=WEB_REPLY)))
 
 
 def main() -> None:

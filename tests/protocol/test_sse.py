@@ -544,7 +544,7 @@ _PIECES = [
 @pytest.mark.parametrize("seed", range(40))
 def test_the_decoder_gives_what_the_event_stream_rules_give_for_any_mix_and_any_cuts(seed):
     rng = random.Random(seed)
-    plain = [p for p in _PIECES[:6]]  # the events APIs send
+    plain = _PIECES[:6]  # the events APIs send
     for _ in range(25):
         pieces = rng.choices(plain if rng.random() < 0.5 else _PIECES, k=rng.randint(1, 12))
         stream = (b"\xef\xbb\xbf" if rng.random() < 0.1 else b"") + b"".join(pieces)
